@@ -1,0 +1,371 @@
+"""Typed use-case configuration: frozen dataclasses loaded from YAML, validated, hashed per stage.
+
+A use case is one YAML file (``shapflow/usecases/<name>.yaml`` or a user's path). Every stage of the
+method has its own section; the identity of a stage's output is the sha256 of the canonical JSON
+of that stage's section AND of every upstream section (``stage_key``), so changing, say, the sFT
+steps invalidates coalition utilities but not the trained full model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "STAGES",
+    "ConfigError",
+    "DataConfig",
+    "DiffusionConfig",
+    "EMAConfig",
+    "ModelConfig",
+    "PropertyConfig",
+    "PruneConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "UseCaseConfig",
+    "UtilityConfig",
+    "apply_overrides",
+    "available_use_cases",
+    "from_dict",
+    "load_use_case",
+    "stage_key",
+    "to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field, the value and the fix."""
+
+
+def _check(condition: bool, field_name: str, value: Any, fix: str) -> None:
+    if not condition:
+        raise ConfigError(f"{field_name}={value!r} is invalid: {fix}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the contributors' images come from and how they are dealt."""
+
+    source: str = "digits-market"  # digits-market | digits-classes | manifest
+    path: str | None = None  # manifest CSV for source=manifest
+    channels: int = 1  # manifest images are converted to 1 (L) or 3 (RGB) channels
+    image_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.source in ("digits-market", "digits-classes", "manifest"), "data.source", self.source,
+               "use one of digits-market, digits-classes, manifest")
+        _check(self.source != "manifest" or bool(self.path), "data.path", self.path,
+               "source=manifest needs data.path pointing to a CSV with columns path,contributor")
+        _check(self.channels in (1, 3), "data.channels", self.channels, "use 1 (grayscale) or 3 (RGB)")
+        _check(self.image_size >= 4, "data.image_size", self.image_size, "use a size of at least 4 pixels")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A diffusers ``UNet2DModel`` described as data (built by ``shapflow.models.build_unet``)."""
+
+    sample_size: int = 8
+    in_channels: int = 1
+    block_out_channels: tuple[int, ...] = (16, 32)
+    layers_per_block: int = 1
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "DownBlock2D")
+    up_block_types: tuple[str, ...] = ("UpBlock2D", "UpBlock2D")
+    # 4 groups, not diffusers' 32: after removing half the channels every group keeps >= 2 channels.
+    norm_num_groups: int = 4
+    add_attention: bool = False
+    attention_head_dim: int = 8
+
+    def __post_init__(self) -> None:
+        n = len(self.block_out_channels)
+        _check(n >= 1, "model.block_out_channels", self.block_out_channels, "give at least one width")
+        _check(len(self.down_block_types) == n and len(self.up_block_types) == n, "model.down_block_types",
+               self.down_block_types, f"give one down and one up block type per width ({n})")
+        for width in self.block_out_channels:
+            _check(width % self.norm_num_groups == 0, "model.norm_num_groups", self.norm_num_groups,
+                   f"every width in block_out_channels must be divisible by it (width {width})")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The forward process: DDPM with a linear beta schedule, epsilon prediction."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check(self.num_train_timesteps >= 10, "diffusion.num_train_timesteps", self.num_train_timesteps,
+               "use at least 10 timesteps (the paper uses 1000)")
+        _check(0 < self.beta_start < self.beta_end < 1, "diffusion.beta_end", self.beta_end,
+               "need 0 < beta_start < beta_end < 1")
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    """Exponential moving average of weights, made explicit (the reference code's trap).
+
+    ``decay=0`` turns EMA off. ``sample_with_ema`` says whether the stage's images (and the model it
+    hands downstream) use the EMA weights. ``init`` says where the EMA starts: ``fresh`` = from the
+    weights this stage starts training from; ``continue`` = from the EMA loaded with the upstream
+    model (which, with few steps and a high decay, samples mostly the upstream weights).
+    """
+
+    decay: float = 0.0
+    sample_with_ema: bool = False
+    init: str = "fresh"
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.decay < 1.0, "ema.decay", self.decay, "use 0 (off) or a decay in (0, 1)")
+        _check(self.init in ("fresh", "continue"), "ema.init", self.init, "use fresh or continue")
+        _check(not self.sample_with_ema or self.decay > 0, "ema.sample_with_ema", self.sample_with_ema,
+               "sampling with EMA weights needs ema.decay > 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One recipe of the single training loop (full training, pruned fine-tune, sFT, plain FT)."""
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 2e-3
+    optimizer: str = "adamw"  # adam | adamw
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # cosine | constant
+    grad_clip: float = 1.0  # 0 = no clipping
+    seed: int = 0
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "steps", self.steps, "train for at least one step")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "use a positive batch size")
+        _check(self.lr > 0, "lr", self.lr, "use a positive learning rate")
+        _check(self.optimizer in ("adam", "adamw"), "optimizer", self.optimizer, "use adam or adamw")
+        _check(self.schedule in ("cosine", "constant"), "schedule", self.schedule, "use cosine or constant")
+        _check(0 <= self.warmup_steps <= self.steps, "warmup_steps", self.warmup_steps,
+               "use between 0 and steps warm-up steps")
+        _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "use 0 (off) or a positive norm")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Structured channel pruning; the ratio is the fraction of channels REMOVED."""
+
+    channel_fraction_removed: float = 0.5
+    importance: str = "magnitude"  # magnitude | taylor
+    # Kept channels rounded to this multiple (per GroupNorm group: Torch-Pruning prunes the same
+    # positions in every group, so GroupNorm stays valid without rounding). None = no rounding.
+    round_to: int | None = None
+    taylor_batches: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.channel_fraction_removed < 1.0, "prune.channel_fraction_removed",
+               self.channel_fraction_removed, "give the fraction of channels to remove, in [0, 1)")
+        _check(self.importance in ("magnitude", "taylor"), "prune.importance", self.importance,
+               "use magnitude or taylor")
+        _check(self.round_to is None or self.round_to >= 1, "prune.round_to", self.round_to,
+               "use a positive multiple, or null for no rounding")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """DDIM generation with common random numbers: image i always starts from the same noise."""
+
+    num_images: int = 512
+    num_inference_steps: int = 25
+    eta: float = 0.0
+    batch_size: int = 512
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _check(self.num_images >= 2, "sampling.num_images", self.num_images, "generate at least 2 images")
+        _check(self.num_inference_steps >= 1, "sampling.num_inference_steps", self.num_inference_steps,
+               "use at least one DDIM step")
+        _check(0.0 <= self.eta <= 1.0, "sampling.eta", self.eta, "use eta in [0, 1] (0 = deterministic DDIM)")
+        _check(self.batch_size >= 1, "sampling.batch_size", self.batch_size, "use a positive batch size")
+
+
+PROPERTY_NAMES = ("neg_log_fd", "frechet_distance", "inception_score", "class_entropy")
+
+
+@dataclass(frozen=True)
+class PropertyConfig:
+    """The global property F scored on generated images; utility = F, sign-flipped if lower is better."""
+
+    name: str = "neg_log_fd"
+    classifier_steps: int = 600
+    classifier_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.name in PROPERTY_NAMES, "property.name", self.name, f"use one of {', '.join(PROPERTY_NAMES)}")
+        _check(self.classifier_steps >= 1, "property.classifier_steps", self.classifier_steps,
+               "train the feature classifier for at least one step")
+
+
+@dataclass(frozen=True)
+class UtilityConfig:
+    """How v(S) is computed: sFT of the pruned model, plain FT of the full model, or retraining."""
+
+    method: str = "sft"  # sft | ft | retrain
+    v0: str = "untrained"  # untrained | pruned
+    v1: str = "full"  # full | pruned
+
+    def __post_init__(self) -> None:
+        _check(self.method in ("sft", "ft", "retrain"), "utility.method", self.method, "use sft, ft or retrain")
+        _check(self.v0 in ("untrained", "pruned"), "utility.v0", self.v0, "use untrained or pruned")
+        _check(self.v1 in ("full", "pruned"), "utility.v1", self.v1, "use full or pruned")
+
+
+@dataclass(frozen=True)
+class UseCaseConfig:
+    """Everything one attribution study needs, section by section."""
+
+    name: str = "digits"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=2000, warmup_steps=100, ema=EMAConfig(decay=0.995, sample_with_ema=True)))
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=1000, warmup_steps=50, ema=EMAConfig(decay=0.995, sample_with_ema=True)))
+    sft: TrainConfig = field(default_factory=lambda: TrainConfig(steps=100))
+    sampling: SampleConfig = field(default_factory=SampleConfig)
+    property: PropertyConfig = field(default_factory=PropertyConfig)
+    utility: UtilityConfig = field(default_factory=UtilityConfig)
+    kernels: str = "eager"  # eager | auto | cpp | triton (shapflow.kernels.optimize)
+
+    def __post_init__(self) -> None:
+        _check(self.kernels in ("eager", "auto", "cpp", "triton"), "kernels", self.kernels,
+               "use eager, auto, cpp or triton")
+        _check(self.data.image_size == self.model.sample_size, "model.sample_size", self.model.sample_size,
+               f"must equal data.image_size ({self.data.image_size})")
+
+
+# Each stage's output depends on its own section and on every section upstream of it.
+STAGES: dict[str, tuple[str, ...]] = {
+    "data": ("data",),
+    "full": ("data", "model", "diffusion", "train"),
+    "prune": ("data", "model", "diffusion", "train", "prune"),
+    "finetune": ("data", "model", "diffusion", "train", "prune", "finetune"),
+    "sampling": ("sampling",),
+    "property": ("data", "property"),
+    "coalition": ("data", "model", "diffusion", "train", "prune", "finetune", "sft", "sampling", "property",
+                  "utility"),
+}
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON-ready data of a config (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def stage_key(cfg: UseCaseConfig, stage: str) -> str:
+    """sha256 of the canonical JSON of a stage's sections: the identity used for caching and resume."""
+    if stage not in STAGES:
+        raise ConfigError(f"stage={stage!r} is invalid: use one of {', '.join(STAGES)}")
+    payload = {section: to_dict(getattr(cfg, section)) for section in STAGES[stage]}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a type annotation, building nested dataclasses and tuples."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r} is invalid: expected a mapping of {annotation.__name__} fields")
+        return from_dict(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        inner = [a for a in options if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r} is invalid: expected a list")
+        (item_type, _) = typing.get_args(annotation)
+        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and (type(value) is not annotation):
+        raise ConfigError(f"{where}={value!r} is invalid: expected {annotation.__name__}, got {type(value).__name__}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build config dataclass ``cls`` from plain data, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}: "
+                          f"valid keys of {where or 'the use case'} are {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{where + ': ' if where else ''}{err}") from None
+
+
+def available_use_cases() -> list[str]:
+    """Names of the use cases shipped inside the package."""
+    folder = resources.files("shapflow") / "usecases"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_use_case(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> UseCaseConfig:
+    """Load a shipped use case by name, or a user's YAML by path, then apply ``key.sub=value`` overrides."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist: pass a YAML path or one of "
+                              f"{', '.join(available_use_cases())}")
+        text = path.read_text()
+    else:
+        shipped = available_use_cases()
+        if name_or_path not in shipped:
+            raise ConfigError(f"unknown use case {name_or_path!r}: use one of {', '.join(shipped)} "
+                              "or a path to a YAML file")
+        text = (resources.files("shapflow") / "usecases" / f"{name_or_path}.yaml").read_text()
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name_or_path}: the YAML must be a mapping of sections")
+    return apply_overrides(from_dict(UseCaseConfig, data), overrides)
+
+
+def apply_overrides(cfg: UseCaseConfig, overrides: list[str] | tuple[str, ...]) -> UseCaseConfig:
+    """Return ``cfg`` with dotted ``section.field=value`` overrides applied (values parsed as YAML)."""
+    data = to_dict(cfg)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is invalid: write it as section.field=value, e.g. sft.steps=50")
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a config section")
+            node = node[part]
+        if leaf not in node:
+            raise ConfigError(f"override {item!r}: unknown key {key.strip()!r}")
+        node[leaf] = yaml.safe_load(raw)
+    return from_dict(UseCaseConfig, data)
