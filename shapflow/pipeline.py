@@ -1,0 +1,163 @@
+"""The method's stages as plain functions, and v(S) for one coalition.
+
+full model -> prune -> pruned fine-tune (once, on all data) -> per coalition S: sFT for k steps on
+S's data, sample with common random numbers, score. The same ``train`` runs every training; the
+utility ``method`` picks what a coalition starts from: ``sft`` (the pruned fine-tuned model,
+``sft`` recipe), ``ft`` (the full model, ``sft`` recipe) or ``retrain`` (a fresh model, the full
+``train`` recipe: the ground truth sFT approximates).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from diffusers import UNet2DModel
+
+from shapflow.config import TrainConfig, UseCaseConfig, stage_key
+from shapflow.data import ContributorDataset, load_data
+from shapflow.models import build_unet, load_unet, save_unet
+from shapflow.properties import Property, load_property
+from shapflow.prune import prune_unet
+from shapflow.sample import sample
+from shapflow.train import sampling_state, train
+
+__all__ = ["CoalitionResult", "Models", "Study", "load_study", "optimize_for", "train_stage"]
+
+
+@dataclass
+class Models:
+    """A stage's output: raw weights (the module) and the EMA state, if the stage kept one."""
+
+    model: UNet2DModel
+    ema: dict[str, torch.Tensor] | None
+    sample_state: dict[str, torch.Tensor]
+
+    def for_sampling(self) -> UNet2DModel:
+        """A copy of the module holding the weights this stage samples with."""
+        clone = copy.deepcopy(self.model)
+        clone.load_state_dict(self.sample_state)
+        return clone.eval()
+
+
+@dataclass
+class CoalitionResult:
+    """v(S) and what it took: the utility, every property value, timings (s) and the images."""
+
+    utility: float
+    properties: dict[str, float]
+    timings: dict[str, float]
+    images: torch.Tensor = field(repr=False)
+
+
+def optimize_for(model: UNet2DModel, backend: str) -> UNet2DModel:
+    """Swap in fused kernels (``shapflow.kernels``) unless the backend is eager."""
+    if backend == "eager":
+        return model
+    from shapflow.kernels import optimize
+
+    return optimize(model, backend=backend)
+
+
+def train_stage(start: UNet2DModel, data: ContributorDataset, recipe: TrainConfig, cfg: UseCaseConfig, *,
+                upstream_ema: dict[str, torch.Tensor] | None = None, progress: bool = False,
+                desc: str = "train") -> Models:
+    """Train a copy of ``start`` with ``recipe``; the copy's kernels follow ``cfg.kernels``."""
+    model = optimize_for(copy.deepcopy(start), cfg.kernels)
+    result = train(model, data, recipe, cfg.diffusion, ema_init=upstream_ema, progress=progress, desc=desc)
+    return Models(result.model, result.ema, sampling_state(result, recipe))
+
+
+@dataclass
+class Study:
+    """Everything a coalition evaluation needs, prepared once per use case."""
+
+    cfg: UseCaseConfig
+    data: ContributorDataset
+    scorer: Property
+    untrained: UNet2DModel
+    full: Models
+    pruned: Models
+    prune_report: dict[str, float] = field(default_factory=dict)
+
+    def score(self, model: UNet2DModel) -> tuple[float, dict[str, float], torch.Tensor, dict[str, float]]:
+        """(utility, properties, images, timings) of a model's generated image set."""
+        start = time.perf_counter()
+        images = sample(optimize_for(model, self.cfg.kernels), self.cfg.sampling, self.cfg.diffusion)
+        sampled = time.perf_counter()
+        properties = self.scorer.score_all(images)
+        timings = {"sample_seconds": sampled - start, "score_seconds": time.perf_counter() - sampled}
+        return self.scorer.utility(properties[self.scorer.name]), properties, images, timings
+
+    def v0(self) -> CoalitionResult:
+        """Utility of the empty coalition: the untrained model."""
+        return CoalitionResult(*self._scored(self.untrained))
+
+    def v1(self) -> CoalitionResult:
+        """Utility of the grand coalition: the full model (or the pruned fine-tuned one)."""
+        models = self.full if self.cfg.utility.v1 == "full" else self.pruned
+        return CoalitionResult(*self._scored(models.for_sampling()))
+
+    def _scored(self, model: UNet2DModel) -> tuple[float, dict[str, float], dict[str, float], torch.Tensor]:
+        utility, properties, images, timings = self.score(model)
+        return utility, properties, timings, images
+
+    def evaluate(self, mask: np.ndarray, method: str | None = None, seed: int | None = None) -> CoalitionResult:
+        """v(S) for the coalition ``mask`` (bool, (n_contributors,)) by sft, ft or retrain."""
+        method = method or self.cfg.utility.method
+        subset = self.data.subset(mask)
+        start = time.perf_counter()
+        if method == "retrain":
+            recipe = self.cfg.train if seed is None else _reseeded(self.cfg.train, seed)
+            fresh = build_unet(self.cfg.model, seed=recipe.seed)
+            trained = train_stage(fresh, subset, recipe, self.cfg)
+        else:
+            recipe = self.cfg.sft if seed is None else _reseeded(self.cfg.sft, seed)
+            upstream = self.pruned if method == "sft" else self.full
+            trained = train_stage(upstream.for_sampling(), subset, recipe, self.cfg, upstream_ema=upstream.ema)
+        trained_seconds = time.perf_counter() - start
+        utility, properties, images, timings = self.score(trained.for_sampling())
+        return CoalitionResult(utility, properties, {"train_seconds": trained_seconds, **timings}, images)
+
+
+def _reseeded(recipe: TrainConfig, seed: int) -> TrainConfig:
+    from dataclasses import replace
+
+    return replace(recipe, seed=seed)
+
+
+def _cached(cfg: UseCaseConfig, stage: str, recipe: TrainConfig, build) -> tuple[Models, dict]:
+    """Load a stage's models (and its ``extra`` facts) from the cache by stage key, or build and save them."""
+    from shapflow.cache import cache_dir
+
+    folder = cache_dir("stages", f"{cfg.name}-{stage}-{stage_key(cfg, stage)[:16]}")
+    if (folder / "model.json").is_file():
+        model, ema, extra = load_unet(folder)
+        state = ema if recipe.ema.sample_with_ema else model.state_dict()
+        return Models(model, ema, {k: v.clone() for k, v in state.items()}), extra
+    models, extra = build()
+    save_unet(models.model, folder, ema=models.ema, extra=extra)
+    return models, extra
+
+
+def load_study(cfg: UseCaseConfig, *, progress: bool = False, use_cache: bool = True) -> Study:
+    """Load data and scorer, and train (or load from the cache) the full and pruned fine-tuned models."""
+    data = load_data(cfg.data)
+    scorer = load_property(cfg.property)
+    untrained = build_unet(cfg.model, seed=cfg.train.seed)
+
+    def full() -> tuple[Models, dict]:
+        return train_stage(untrained, data, cfg.train, cfg, progress=progress, desc="full training"), {}
+
+    def pruned() -> tuple[Models, dict]:
+        pruned_model, report = prune_unet(full_models.for_sampling(), cfg.prune, data=data, diffusion=cfg.diffusion)
+        trained = train_stage(pruned_model, data, cfg.finetune, cfg, progress=progress, desc="pruned fine-tune")
+        return trained, {"prune_report": report.as_dict()}
+
+    cached = _cached if use_cache else (lambda _cfg, _stage, _recipe, build: build())
+    full_models, _ = cached(cfg, "full", cfg.train, full)
+    pruned_models, extra = cached(cfg, "finetune", cfg.finetune, pruned)
+    return Study(cfg, data, scorer, untrained, full_models, pruned_models, extra["prune_report"])
