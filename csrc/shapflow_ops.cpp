@@ -1,0 +1,32 @@
+// Op schemas of the shapflow kernel extension and the (build-information only) pybind11 module.
+//
+// group_norm_silu(x, gamma, beta, G, eps, silu) -> (y, mean, rstd)
+//   x: (N, C, *spatial) contiguous; gamma, beta: (N, C) per-sample affine (the Python wrapper
+//   folds the GroupNorm weight/bias and the time embedding's scale/shift into them);
+//   y = act(((x - mean_g) * rstd_g) * gamma + beta), act = SiLU or identity;
+//   mean, rstd: (N, G) in the accumulation type (float for float/half/bf16, double for double).
+// group_norm_silu_backward(dy, x, gamma, beta, mean, rstd, G, silu) -> (dx, dgamma, dbeta)
+//   dgamma, dbeta: (N, C) in x's dtype; the wrapper's autograd reduces them to weight/bias grads.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#ifndef SHAPFLOW_WITH_CUDA
+#define SHAPFLOW_WITH_CUDA 0
+#endif
+
+TORCH_LIBRARY(shapflow, m) {
+  m.def("group_norm_silu(Tensor x, Tensor gamma, Tensor beta, int num_groups, float eps, bool silu)"
+        " -> (Tensor, Tensor, Tensor)");
+  m.def("group_norm_silu_backward(Tensor grad_y, Tensor x, Tensor gamma, Tensor beta, Tensor mean,"
+        " Tensor rstd, int num_groups, bool silu) -> (Tensor, Tensor, Tensor)");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("build_info", []() {
+    pybind11::dict info;
+    info["with_cuda"] = static_cast<bool>(SHAPFLOW_WITH_CUDA);
+    info["torch_version"] = TORCH_VERSION;
+    info["ops"] = pybind11::make_tuple("group_norm_silu", "group_norm_silu_backward");
+    return info;
+  }, "Build information of the shapflow ops extension: {'with_cuda', 'torch_version', 'ops'}.");
+}

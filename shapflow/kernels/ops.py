@@ -1,0 +1,113 @@
+"""Typed front of the fused GroupNorm+SiLU op: C++/CUDA (``torch.ops.shapflow``), Triton, or eager.
+
+All backends share one formulation: the GroupNorm weight/bias and the optional per-sample
+scale/shift of the time embedding are folded into per-sample affine ``gamma, beta`` of shape
+(N, C) by cheap torch ops (so autograd reduces their gradients), then one kernel computes
+``act((x - mean_g) * rstd_g * gamma + beta)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from shapflow.kernels._loader import load_extension
+from shapflow.kernels.reference import group_norm_silu_reference
+
+__all__ = ["fold_affine", "group_norm_silu", "register_autograd_and_fake"]
+
+
+def fold_affine(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    scale: torch.Tensor | None,
+    shift: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gamma, beta), each (N, C) contiguous: weight * (1 + scale) and bias * (1 + scale) + shift."""
+    n, c = x.shape[0], x.shape[1]
+    gamma = weight if weight is not None else x.new_ones(c)
+    beta = bias if bias is not None else x.new_zeros(c)
+    if scale is not None:
+        one_plus = 1 + scale.reshape(n, c)
+        gamma, beta = gamma * one_plus, beta * one_plus
+    if shift is not None:
+        beta = beta + shift.reshape(n, c)
+    return gamma.expand(n, c).contiguous(), beta.expand(n, c).contiguous()
+
+
+def register_autograd_and_fake(op: str, backward_op: str, stats_dtype: torch.dtype | None) -> None:
+    """Register fake (meta) kernels and autograd for ``op`` and its ``backward_op``.
+
+    stats_dtype: dtype of the (N, G) mean/rstd outputs; None means float64 for float64 x, else float32.
+    """
+
+    def _stats(x: torch.Tensor) -> torch.dtype:
+        if stats_dtype is not None:
+            return stats_dtype
+        return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+    @torch.library.register_fake(op)
+    def _fake(x, gamma, beta, num_groups, eps, silu):
+        stats = x.new_empty((x.shape[0], num_groups), dtype=_stats(x))
+        return torch.empty_like(x), stats, torch.empty_like(stats)
+
+    @torch.library.register_fake(backward_op)
+    def _fake_backward(grad_y, x, gamma, beta, mean, rstd, num_groups, silu):
+        return torch.empty_like(x), torch.empty_like(gamma), torch.empty_like(beta)
+
+    def _setup_context(ctx, inputs, output):
+        x, gamma, beta, num_groups, _eps, silu = inputs
+        _, mean, rstd = output
+        ctx.save_for_backward(x, gamma, beta, mean, rstd)
+        ctx.num_groups, ctx.silu = num_groups, silu
+        ctx.mark_non_differentiable(mean, rstd)
+
+    namespace, name = backward_op.split("::")
+    backward_fn = getattr(getattr(torch.ops, namespace), name)
+
+    def _backward(ctx, grad_y, _grad_mean, _grad_rstd):
+        x, gamma, beta, mean, rstd = ctx.saved_tensors
+        dx, dgamma, dbeta = backward_fn(grad_y.contiguous(), x, gamma, beta, mean, rstd, ctx.num_groups, ctx.silu)
+        return dx, dgamma, dbeta, None, None, None
+
+    torch.library.register_autograd(op, _backward, setup_context=_setup_context)
+
+
+@torch.compiler.disable(recursive=False)
+def _ensure_cpp_registered() -> bool:
+    """Load the extension once and register its fake/autograd kernels; False when unavailable."""
+    if getattr(_ensure_cpp_registered, "done", None) is None:
+        ok = load_extension() is not None
+        if ok:
+            register_autograd_and_fake("shapflow::group_norm_silu", "shapflow::group_norm_silu_backward", None)
+        _ensure_cpp_registered.done = ok  # type: ignore[attr-defined]
+    return _ensure_cpp_registered.done  # type: ignore[attr-defined]
+
+
+def group_norm_silu(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    num_groups: int,
+    eps: float = 1e-5,
+    *,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    silu: bool = True,
+    backend: str = "cpp",
+) -> torch.Tensor:
+    """Fused act(GroupNorm(x) * (1 + scale) + shift); x: (N, C, *spatial) -> same shape.
+
+    backend: "cpp" (extension; CPU or CUDA by x's device), "triton", or "eager" (reference).
+    "cpp" falls back to eager when the extension is missing (the loader warned once).
+    """
+    if backend == "eager" or (backend == "cpp" and not _ensure_cpp_registered()):
+        return group_norm_silu_reference(x, weight, bias, num_groups, eps, scale=scale, shift=shift, silu=silu)
+    gamma, beta = fold_affine(x, weight, bias, scale, shift)
+    if backend == "cpp":
+        return torch.ops.shapflow.group_norm_silu(x.contiguous(), gamma, beta, num_groups, eps, silu)[0]
+    if backend == "triton":
+        from shapflow.kernels import triton_ops
+
+        return triton_ops.group_norm_silu_op(x.contiguous(), gamma, beta, num_groups, eps, silu)[0]
+    raise ValueError(f"group_norm_silu: backend={backend!r} is not one of 'cpp', 'triton', 'eager'")
