@@ -1,0 +1,23 @@
+"""Shapley values of data contributors from coalition utilities: samplers, estimators, test games (pure numpy)."""
+
+from .api import DEFAULT_METHOD, METHODS, approximate, default_sampler, estimate, min_budget
+from .games import GAMES, make_game
+from .results import DEFAULT_THRESHOLD, ShapleyResult, convergence
+from .samplers import SAMPLERS, Coalitions, mask_key
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "DEFAULT_THRESHOLD",
+    "GAMES",
+    "METHODS",
+    "SAMPLERS",
+    "Coalitions",
+    "ShapleyResult",
+    "approximate",
+    "convergence",
+    "default_sampler",
+    "estimate",
+    "make_game",
+    "mask_key",
+    "min_budget",
+]
