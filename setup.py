@@ -79,7 +79,7 @@ setup(
         "tqdm",
         "transformers",
     ],
-    extras_require={"test": ["pytest", "ruff"], "bench": ["shapiq"]},
+    extras_require={"test": ["pytest", "ruff", "playwright"], "bench": ["shapiq"]},
     entry_points={"console_scripts": ["shapflow=shapflow.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +27,8 @@ from shapflow.prune import prune_unet
 from shapflow.sample import sample
 from shapflow.train import sampling_state, train
 
-__all__ = ["CoalitionResult", "Models", "Study", "load_study", "optimize_for", "train_stage"]
+__all__ = ["STAGE_ORDER", "CoalitionResult", "Models", "Store", "Study", "load_models", "load_study", "optimize_for",
+           "train_stage", "train_stages"]
 
 
 @dataclass
@@ -129,35 +132,70 @@ def _reseeded(recipe: TrainConfig, seed: int) -> TrainConfig:
     return replace(recipe, seed=seed)
 
 
-def _cached(cfg: UseCaseConfig, stage: str, recipe: TrainConfig, build) -> tuple[Models, dict]:
+Store = Callable[[UseCaseConfig, str, "TrainConfig | None", Callable[[], tuple[Models, dict]]], tuple[Models, dict]]
+STAGE_ORDER = ("full", "prune", "finetune")
+
+
+def load_models(folder: str | Path, recipe: TrainConfig | None) -> tuple[Models, dict]:
+    """Models saved by ``save_unet`` in ``folder``; ``recipe`` says whether the stage samples with EMA (None: no)."""
+    model, ema, extra = load_unet(folder)
+    use_ema = recipe is not None and recipe.ema.sample_with_ema and ema is not None
+    state = ema if use_ema else model.state_dict()
+    return Models(model, ema, {k: v.clone() for k, v in state.items()}), extra
+
+
+def _cached(cfg: UseCaseConfig, stage: str, recipe: TrainConfig | None, build) -> tuple[Models, dict]:
     """Load a stage's models (and its ``extra`` facts) from the cache by stage key, or build and save them."""
     from shapflow.cache import cache_dir
 
     folder = cache_dir("stages", f"{cfg.name}-{stage}-{stage_key(cfg, stage)[:16]}")
     if (folder / "model.json").is_file():
-        model, ema, extra = load_unet(folder)
-        state = ema if recipe.ema.sample_with_ema else model.state_dict()
-        return Models(model, ema, {k: v.clone() for k, v in state.items()}), extra
+        return load_models(folder, recipe)
     models, extra = build()
     save_unet(models.model, folder, ema=models.ema, extra=extra)
     return models, extra
 
 
-def load_study(cfg: UseCaseConfig, *, progress: bool = False, use_cache: bool = True) -> Study:
-    """Load data and scorer, and train (or load from the cache) the full and pruned fine-tuned models."""
-    data = load_data(cfg.data)
-    scorer = load_property(cfg.property)
+def _uncached(_cfg: UseCaseConfig, _stage: str, _recipe: TrainConfig | None, build) -> tuple[Models, dict]:
+    return build()
+
+
+def train_stages(cfg: UseCaseConfig, data: ContributorDataset, *, store: Store = _cached, progress: bool = False,
+                 until: str = "finetune") -> dict[str, tuple[Models, dict]]:
+    """Run (or load through ``store``) the stages full -> prune -> finetune up to ``until``, in order.
+
+    ``store(cfg, stage, recipe, build)`` returns the stage's (Models, extra), calling ``build`` only when it
+    has no stored copy: the on-disk cache by default, MLflow run artifacts under ``shapflow.tracking``.
+    """
+    if until not in STAGE_ORDER:
+        raise ValueError(f"until={until!r} is invalid: use one of {', '.join(STAGE_ORDER)}")
     untrained = build_unet(cfg.model, seed=cfg.train.seed)
+    out: dict[str, tuple[Models, dict]] = {}
 
     def full() -> tuple[Models, dict]:
         return train_stage(untrained, data, cfg.train, cfg, progress=progress, desc="full training"), {}
 
     def pruned() -> tuple[Models, dict]:
-        pruned_model, report = prune_unet(full_models.for_sampling(), cfg.prune, data=data, diffusion=cfg.diffusion)
-        trained = train_stage(pruned_model, data, cfg.finetune, cfg, progress=progress, desc="pruned fine-tune")
-        return trained, {"prune_report": report.as_dict()}
+        model, report = prune_unet(out["full"][0].for_sampling(), cfg.prune, data=data, diffusion=cfg.diffusion)
+        return Models(model, None, model.state_dict()), {"prune_report": report.as_dict()}
 
-    cached = _cached if use_cache else (lambda _cfg, _stage, _recipe, build: build())
-    full_models, _ = cached(cfg, "full", cfg.train, full)
-    pruned_models, extra = cached(cfg, "finetune", cfg.finetune, pruned)
+    def finetuned() -> tuple[Models, dict]:
+        start, extra = out["prune"]
+        return train_stage(start.model, data, cfg.finetune, cfg, progress=progress, desc="pruned fine-tune"), extra
+
+    steps = {"full": (cfg.train, full), "prune": (None, pruned), "finetune": (cfg.finetune, finetuned)}
+    for stage in STAGE_ORDER[: STAGE_ORDER.index(until) + 1]:
+        recipe, build = steps[stage]
+        out[stage] = store(cfg, stage, recipe, build)
+    return out
+
+
+def load_study(cfg: UseCaseConfig, *, progress: bool = False, use_cache: bool = True,
+               store: Store | None = None) -> Study:
+    """Load data and scorer, and train (or load through ``store``) the full and pruned fine-tuned models."""
+    data = load_data(cfg.data)
+    scorer = load_property(cfg.property)
+    untrained = build_unet(cfg.model, seed=cfg.train.seed)
+    stages = train_stages(cfg, data, store=store or (_cached if use_cache else _uncached), progress=progress)
+    (full_models, _), (pruned_models, extra) = stages["full"], stages["finetune"]
     return Study(cfg, data, scorer, untrained, full_models, pruned_models, extra["prune_report"])

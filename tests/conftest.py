@@ -16,3 +16,20 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep cached artefacts (e.g. the digits classifier) in one session-wide temp folder."""
     cache = tmp_path_factory.getbasetemp() / "shapflow-cache"
     monkeypatch.setenv("SHAPFLOW_CACHE_DIR", str(cache))
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory):
+    """A store holding one tiny attribute run (digits-classes, 10 coalitions), shared by the tracking,
+    CLI and browser tests: (tracking uri, AttributeResult, Request)."""
+    from shapflow.attribute import TINY_OVERRIDES, parse_request, run_attribute
+
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root}/mlruns.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SHAPFLOW_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "shapflow-cache"))
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        request = parse_request("digits-classes", overrides=TINY_OVERRIDES, budget=10, workers=1,
+                                alias="candidate")
+        result = run_attribute(request, uri=uri, progress=False)
+    return uri, result, request

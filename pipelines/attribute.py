@@ -1,0 +1,23 @@
+"""MLproject entry points ``attribute`` and ``main``: the whole chain for one use case (see shapflow run)."""
+
+from __future__ import annotations
+
+import click
+from _common import validated
+
+from shapflow.attribute import run_attribute
+from shapflow.cli import attribute_options
+
+
+@click.command()
+@attribute_options
+def main(**options) -> None:
+    request = validated(**options)
+    result = run_attribute(request, progress=True)
+    print(result.values.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"values and plots of attribute run {result.run_id}: {result.artifact_uri}/"
+          "{values.csv, values.md, values.png, convergence.png, samples_full.png}")
+
+
+if __name__ == "__main__":
+    main()

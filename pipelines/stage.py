@@ -1,0 +1,25 @@
+"""MLproject entry points ``train``, ``prune`` and ``finetune``: get-or-run the stages up to one of them."""
+
+from __future__ import annotations
+
+import click
+from _common import validated
+
+from shapflow.attribute import run_stages
+from shapflow.cli import attribute_options
+
+STAGES = {"train": "full", "prune": "prune", "finetune": "finetune"}
+
+
+@click.command()
+@click.option("--stage", type=click.Choice(sorted(STAGES)), required=True)
+@attribute_options
+def main(stage: str, **options) -> None:
+    request = validated(**options)
+    runs = run_stages(request, STAGES[stage], progress=True)
+    for name, run_id in runs.items():
+        print(f"{name}: run {run_id}")
+
+
+if __name__ == "__main__":
+    main()

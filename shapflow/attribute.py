@@ -1,0 +1,352 @@
+"""The attribution driver: validate a request, get-or-run the stages, evaluate coalitions resumably, report.
+
+One attribute run (parent) holds: the stage runs it had to compute, the endpoint runs v0/v1, one run per
+coalition, and the outputs (values table, bar chart, convergence plot, samples of the full model). A
+coalition's identity is identity(coalition stage key, pruned-model run id, mask key, sFT seed): before
+evaluating, the driver looks for a FINISHED run with it; so a killed job, rerun, evaluates exactly the
+coalitions that have no FINISHED run yet, and each coalition id ends with exactly one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from shapflow.config import ConfigError, UseCaseConfig, load_use_case, stage_key
+from shapflow.data import load_data
+from shapflow.executors import Outcome, evaluate_many
+from shapflow.pipeline import CoalitionResult, Models, Study, load_study, train_stages
+from shapflow.properties import load_property
+from shapflow.report import convergence_curve, image_grid, write_report
+from shapflow.sample import sample
+from shapflow.shapley import (
+    DEFAULT_METHOD,
+    METHODS,
+    SAMPLERS,
+    Coalitions,
+    ShapleyResult,
+    convergence,
+    default_sampler,
+    estimate,
+    mask_key,
+    min_budget,
+)
+from shapflow.tracking import (
+    STAGE_TAG,
+    STUDY_TAG,
+    USE_CASE_TAG,
+    TrackedStore,
+    Tracker,
+    identity,
+    open_tracker,
+    register_stage,
+    utilities_table,
+)
+
+__all__ = ["TINY_OVERRIDES", "AttributeResult", "Driver", "Request", "estimate_from_table", "masks_of",
+           "parse_request", "plan", "reestimate", "report_from_table", "run_attribute", "run_stages",
+           "score_models", "split_overrides"]
+
+# A seconds-long smoke configuration of the digits use cases (tests, demos): tiny trainings and samples.
+TINY_OVERRIDES = ("train.steps=30", "train.warmup_steps=2", "train.batch_size=32", "finetune.steps=5",
+                  "finetune.warmup_steps=0", "finetune.batch_size=32", "sft.steps=3", "sft.batch_size=16",
+                  "sampling.num_images=32", "sampling.num_inference_steps=3", "sampling.batch_size=32",
+                  "property.classifier_steps=100")
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated attribution request: config, coalition budget, estimator, sampler seed, workers, alias."""
+
+    cfg: UseCaseConfig
+    budget: int
+    method: str
+    seed: int
+    workers: int
+    alias: str | None
+    experiment: str
+    n_contributors: int
+
+
+def split_overrides(text: str | tuple[str, ...] | list[str]) -> list[str]:
+    """``"sft.steps=50 sampling.num_images=128"`` (spaces or commas between items) -> a list of overrides.
+
+    A comma inside a value (``model.block_out_channels=[8,16]``) stays: items split only before ``key=``.
+    """
+    if not isinstance(text, str):
+        return [item for part in text for item in split_overrides(part)]
+    return [item for item in re.split(r"[\s,]+(?=[A-Za-z_][\w.]*=)", text.strip()) if item.strip(" ,")]
+
+
+def parse_request(use_case: str = "digits", config: str | None = None, overrides: str | tuple[str, ...] = "",
+                  budget: int | None = None, method: str = DEFAULT_METHOD, seed: int = 0, workers: int | None = None,
+                  alias: str | None = None, experiment: str | None = None) -> Request:
+    """Validate every parameter BEFORE any run exists; raises ConfigError naming the bad one and the fix."""
+    cfg = load_use_case(config or use_case, split_overrides(overrides))
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is invalid: use one of {', '.join(sorted(METHODS))}")
+    n = load_data(cfg.data).check_market().n_contributors
+    budget = budget or 10 * n  # None or 0 (the MLproject default) -> 10 n
+    needed = min_budget(method, n) - 2
+    if budget < needed:
+        raise ConfigError(f"budget={budget} is invalid: {method} needs at least {needed} coalitions for n={n}")
+    workers = (os.cpu_count() or 1) if workers is None or workers <= 0 else workers  # 0: one per core
+    alias = alias or None  # "" (the MLproject default) -> no alias
+    if alias is not None and (alias.lower() == "latest" or not re.fullmatch(r"[\w-]+", alias)):
+        raise ConfigError(f"alias={alias!r} is invalid: use letters, digits, - or _ ('latest' is reserved)")
+    return Request(cfg, budget, method, seed, workers, alias, experiment or cfg.name, n)
+
+
+def plan(request: Request) -> Coalitions:
+    """The coalitions to evaluate: the method's sampler, prefix-stable, so a rerun regenerates the same ids."""
+    return SAMPLERS[default_sampler(request.method)](request.n_contributors, request.budget, request.seed)
+
+
+def score_models(cfg: UseCaseConfig, models: Models) -> dict[str, float]:
+    """Every property (and the utility) of a stage's model, sampled with the use case's fixed seed."""
+    scorer = load_property(cfg.property)
+    properties = scorer.score_all(sample(models.for_sampling(), cfg.sampling, cfg.diffusion))
+    return {**properties, "utility": scorer.utility(properties[scorer.name])}
+
+
+def masks_of(table: pd.DataFrame) -> np.ndarray:
+    """The bool masks (m, n) of a utilities table's ``mask`` column of "0101..." strings."""
+    return np.array([[c == "1" for c in text] for text in table["mask"]], dtype=bool)
+
+
+def _bits(mask: np.ndarray) -> str:
+    return "".join("1" if m else "0" for m in mask)
+
+
+@dataclass
+class Driver:
+    """One attribute run in progress: where it logs, the study it evaluates, and its identity strings."""
+
+    tracker: Tracker
+    request: Request
+    study: Study
+    store: TrackedStore
+    parent: str
+    study_id: str
+    model_version: str
+    workdir: Path
+
+    def tags(self, cid: str) -> dict[str, str]:
+        return {STUDY_TAG: self.study_id, "shapflow.coalition_id": cid, USE_CASE_TAG: self.request.cfg.name}
+
+    def params(self, cid: str, mask: np.ndarray) -> dict[str, object]:
+        """The params of a coalition run: who is in it, how it was drawn, what it was trained from."""
+        members = [self.study.data.names[i] for i in np.flatnonzero(mask)]
+        return {"coalition_id": cid, "contributors": ",".join(members), "size": len(members), "mask": _bits(mask),
+                "sampler": default_sampler(self.request.method), "seed": self.request.seed,
+                "sft_seed": self.request.cfg.sft.seed, "upstream_run": self.store.runs["finetune"],
+                "upstream_model_version": f"{self.request.cfg.name}-pruned/{self.model_version}",
+                "config_hash": stage_key(self.request.cfg, "coalition")}
+
+    def name(self, cid: str, mask: np.ndarray) -> str:
+        """E.g. ``coalition 0042 · 5/16 · clean-xl,twin-a,...``: readable in the MLflow UI's run list."""
+        members = ",".join(self.study.data.names[i] for i in np.flatnonzero(mask))
+        return f"coalition {cid.rsplit('-', 1)[-1][-4:]} · {int(mask.sum())}/{mask.size} · {members[:60]}"
+
+    def key(self, mask: np.ndarray) -> str:
+        """A coalition's identity: (coalition stage key via the study id, upstream run, mask, sFT seed)."""
+        return identity("coalition", self.study_id, mask_key(mask), self.request.cfg.sft.seed)
+
+    def log_outcome(self, run_id: str, cid: str, mask: np.ndarray, outcome: CoalitionResult | Outcome) -> None:
+        """Params, metrics (utility, properties, sFT/sampling/scoring seconds) and sample grid of one run."""
+        timings = {"sft_seconds": outcome.timings.get("train_seconds", 0.0),
+                   "sampling_seconds": outcome.timings.get("sample_seconds", 0.0),
+                   "scoring_seconds": outcome.timings.get("score_seconds", 0.0)}
+        self.tracker.log(run_id, params=self.params(cid, mask),
+                         metrics={"utility": outcome.utility, **outcome.properties, **timings})
+        grid = image_grid(outcome.images, self.workdir / f"{run_id}" / "samples.png")
+        self.tracker.call("log_artifact", run_id, str(grid))
+
+    def endpoints(self) -> None:
+        """Get-or-run v0 (empty coalition: untrained model) and v1 (grand coalition) as endpoint runs."""
+        n = self.request.n_contributors
+        for cid, mask, evaluate in (("v0", np.zeros(n, bool), self.study.v0), ("v1", np.ones(n, bool), self.study.v1)):
+            def work(run_id: str, cid: str = cid, mask: np.ndarray = mask, evaluate=evaluate) -> None:
+                self.log_outcome(run_id, cid, mask, evaluate())
+
+            self.tracker.get_or_run(f"{cid} · {self.request.cfg.name}", "endpoint", self.key(mask), work,
+                                    parent=self.parent, tags=self.tags(cid))
+
+    def coalitions(self, progress: bool, batch: slice | None = None) -> int:
+        """Evaluate and log the planned coalitions (of ``batch``) with no FINISHED run yet; returns how many ran."""
+        planned = plan(self.request)
+        done = set(utilities_table(self.tracker, self.study_id).get("mask", pd.Series(dtype=str)))
+        pending: dict[int, np.ndarray] = {}
+        for r in range(len(planned))[batch or slice(None)]:
+            mask = planned.masks[r]
+            if _bits(mask) not in done:
+                done.add(_bits(mask))  # a mask drawn twice is evaluated once
+                pending[r] = mask
+        bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="coalitions", unit="S",
+                   disable=not progress, file=sys.stderr)
+        folders = {stage: str(path) for stage, path in self.store.folders.items()}
+        for outcome in evaluate_many(self.study, pending, workers=self.request.workers, folders=folders):
+            cid, mask = planned.ids[outcome.index], planned.masks[outcome.index]
+
+            def work(run_id: str, cid: str = cid, mask: np.ndarray = mask, outcome: Outcome = outcome) -> None:
+                self.log_outcome(run_id, cid, mask, outcome)
+
+            self.tracker.get_or_run(self.name(cid, mask), "coalition", self.key(mask), work, parent=self.parent,
+                                    tags=self.tags(cid))
+            bar.update(1)
+            bar.set_postfix_str(self.forecast(), refresh=True)
+        bar.close()
+        return len(pending)
+
+    def forecast(self) -> str:
+        """The estimator's convergence forecast on the utilities logged so far (shown next to the ETA)."""
+        try:
+            result = estimate_from_table(utilities_table(self.tracker, self.study_id), self.request.method)
+        except (ValueError, KeyError, np.linalg.LinAlgError):
+            return "forecast: too few coalitions yet"
+        ok, more = convergence(result)
+        return "converged" if ok else ("forecast: unknown" if more < 0 else f"~{more} more coalitions to converge")
+
+
+def estimate_from_table(table: pd.DataFrame, method: str) -> ShapleyResult:
+    """Values from a utilities table: endpoint rows give v0 and v1, coalition rows (sampler order) the rest."""
+    ends = table[table["stage"] == "endpoint"].set_index("coalition_id")["utility"]
+    rows = table[table["stage"] == "coalition"]
+    return estimate(masks_of(rows), rows["utility"].to_numpy(float), method, v0=float(ends["v0"]),
+                    v1=float(ends["v1"]))
+
+
+@dataclass(frozen=True)
+class AttributeResult:
+    """What an attribute run produced: its run id, the values table, and where its artifacts are."""
+
+    run_id: str
+    experiment_id: str
+    study_id: str
+    values: pd.DataFrame
+    artifact_uri: str
+    evaluated_now: int
+
+
+def _open_parent(tracker: Tracker, request: Request, stage: str = "attribute") -> tuple[str, bool]:
+    """The entry point's run: the one ``mlflow run`` started (``MLFLOW_RUN_ID``), or a new one; (run id, owned)."""
+    adopted = os.environ.get("MLFLOW_RUN_ID")
+    tags = {STAGE_TAG: stage, USE_CASE_TAG: request.cfg.name}
+    if adopted:
+        tracker.log(adopted, tags=tags)
+        return adopted, False
+    return tracker.start(f"{stage} · {request.cfg.name} · {request.method}", tags), True
+
+
+def run_stages(request: Request, until: str, *, uri: str | None = None, progress: bool = True) -> dict[str, str]:
+    """Get-or-run the stages up to ``until`` (full, prune, finetune) under a ``pipeline`` run; {stage: run id}.
+
+    The full and (after finetune) the pruned model are registered, with ``request.alias`` when given.
+    """
+    tracker = open_tracker(request.experiment, uri)
+    parent, owned = _open_parent(tracker, request, stage="pipeline")
+    try:
+        with tempfile.TemporaryDirectory(prefix="shapflow-stages-") as workdir:
+            store = TrackedStore(tracker, Path(workdir), parent=parent, score=score_models)
+            train_stages(request.cfg, load_data(request.cfg.data), store=store, progress=progress, until=until)
+    except BaseException:
+        if owned:
+            tracker.end(parent, "FAILED")
+        raise
+    register_stage(tracker, f"{request.cfg.name}-full", store.runs["full"], request.alias)
+    if "finetune" in store.runs:
+        register_stage(tracker, f"{request.cfg.name}-pruned", store.runs["finetune"], request.alias)
+    tracker.log(parent, tags={f"shapflow.run.{stage}": run_id for stage, run_id in store.runs.items()})
+    if owned:
+        tracker.end(parent)
+    return store.runs
+
+
+def run_attribute(request: Request, *, uri: str | None = None, progress: bool = True,
+                  batch: slice | None = None) -> AttributeResult:
+    """The whole chain for a validated request: stages, registry, endpoints, coalitions, values, plots.
+
+    ``batch`` (the ``coalitions`` entry point) evaluates only those planned coalitions and skips the report.
+    """
+    tracker = open_tracker(request.experiment, uri)
+    parent, owned = _open_parent(tracker, request)
+    try:
+        with tempfile.TemporaryDirectory(prefix="shapflow-attribute-") as workdir:
+            result = _attribute(tracker, request, parent, Path(workdir), progress, batch)
+    except BaseException as err:
+        if owned:
+            tracker.end(parent, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    if owned:
+        tracker.end(parent)
+    return result
+
+
+def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, progress: bool,
+               batch: slice | None) -> AttributeResult:
+    """The chain inside the attribute run ``parent``; ``workdir`` holds downloaded models and report files."""
+    cfg = request.cfg
+    store = TrackedStore(tracker, workdir, parent=parent, score=score_models)
+    study = load_study(cfg, store=store, progress=progress)
+    register_stage(tracker, f"{cfg.name}-full", store.runs["full"], request.alias)
+    version = register_stage(tracker, f"{cfg.name}-pruned", store.runs["finetune"], request.alias)
+    study_id = identity("study", stage_key(cfg, "coalition"), store.runs["finetune"])
+    resolved = {"use_case": cfg.name, "budget": request.budget, "method": request.method, "seed": request.seed,
+                "workers": request.workers, "config_hash": stage_key(cfg, "coalition"), "pruned_model_version": version}
+    # "study." keys: `mlflow run` already logged the raw -P values (budget=0 = default) under the plain names
+    tracker.log(parent, params={f"study.{k}": v for k, v in resolved.items()}, tags={STUDY_TAG: study_id})
+    tracker.retire_leftovers(study_id)
+    driver = Driver(tracker, request, study, store, parent, study_id, version, workdir)
+    driver.endpoints()
+    evaluated = driver.coalitions(progress, batch)
+    if batch is not None:
+        return AttributeResult(parent, tracker.experiment_id, study_id, pd.DataFrame(), "", evaluated)
+    folder = workdir / "report"
+    values, frame = report_from_table(utilities_table(tracker, study_id), cfg.name, request.method, folder)
+    full_images = sample(study.full.for_sampling(), cfg.sampling, cfg.diffusion, num_images=64)
+    image_grid(full_images, folder / "samples_full.png")
+    tracker.call("log_artifacts", parent, str(folder))
+    ok, more = convergence(values)
+    per_contributor = {f"value.{r.contributor}": r.value for r in frame.itertuples()}
+    tracker.log(parent, metrics={"coalitions": int(values.n_evaluations), "converged": float(ok),
+                                 "forecast_additional": float(more), **per_contributor})
+    run = tracker.call("get_run", parent)
+    return AttributeResult(parent, tracker.experiment_id, study_id, frame, run.info.artifact_uri, evaluated)
+
+
+def report_from_table(table: pd.DataFrame, title: str, method: str, folder: Path) -> tuple[ShapleyResult, pd.DataFrame]:
+    """Values by ``method`` from a utilities table, written with their plots into ``folder``: (result, values table).
+
+    Contributor names come from the v1 (grand coalition) row, which lists everyone in index order.
+    """
+    values = estimate_from_table(table, method)
+    rows = table[table["stage"] == "coalition"]
+    ends = table[table["stage"] == "endpoint"].set_index("coalition_id")
+    curve = convergence_curve(masks_of(rows), rows["utility"].to_numpy(float), float(ends.loc["v0", "utility"]),
+                              float(ends.loc["v1", "utility"]), method)
+    names = ends.loc["v1", "contributors"].split(",")
+    return values, write_report(folder, names, values, f"{title} · {method}", curve)
+
+
+def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, method: str) -> tuple[str, pd.DataFrame]:
+    """Estimate values from a study's LOGGED utilities with ``method``; log them as a new ``estimate`` run
+    (nested under the attribute run ``parent``: a logged run is never overwritten)."""
+    table = utilities_table(tracker, study_id)
+    with tempfile.TemporaryDirectory(prefix="shapflow-estimate-") as tmp:
+        _, frame = report_from_table(table, use_case, method, Path(tmp))
+        tags = {STAGE_TAG: "estimate", USE_CASE_TAG: use_case, "shapflow.of_study": study_id}
+        run_id = tracker.start(f"estimate · {use_case} · {method}", tags, parent=parent)
+        tracker.log(run_id, params={"method": method, "coalitions": int((table["stage"] == "coalition").sum()),
+                                    "study": study_id},
+                    metrics={f"value.{r.contributor}": r.value for r in frame.itertuples()})
+        tracker.call("log_artifacts", run_id, tmp)
+        tracker.end(run_id)
+    return run_id, frame
