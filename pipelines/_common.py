@@ -16,11 +16,12 @@ __all__ = ["validated"]
 
 def validated(**options):
     """``shapflow.attribute.parse_request(**options)``, or exit 2 (deleting the run ``mlflow run`` made)."""
+    from shapflow.assets import MissingAssetsError
     from shapflow.attribute import parse_request
 
     try:
         return parse_request(**options)
-    except ConfigError as err:
+    except (ConfigError, MissingAssetsError) as err:
         run_id = os.environ.get("MLFLOW_RUN_ID")
         if run_id:
             from shapflow.tracking import open_tracker

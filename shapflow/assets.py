@@ -15,9 +15,13 @@ import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["USE_CASE_ASSETS", "AssetSpec", "AssetStatus", "MissingAssetsError", "check_assets", "format_table",
-           "require_assets"]
+if TYPE_CHECKING:
+    from shapflow.config import UseCaseConfig
+
+__all__ = ["SOURCE_ASSETS", "USE_CASE_ASSETS", "AssetSpec", "AssetStatus", "MissingAssetsError", "asset_list",
+           "check_assets", "check_use_case", "format_table", "require_assets", "require_use_case"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -226,3 +230,31 @@ def require_assets(use_case: str, asset_paths: Mapping[str, str | None], *, tiny
         raise MissingAssetsError(f"{use_case}: {missing} asset(s) missing; nothing was started.\n"
                                  f"{format_table(statuses)}")
     return statuses
+
+
+# Which asset list a ``data.source`` needs (sources not listed need no external asset).
+SOURCE_ASSETS = {"cifar20": "cifar20", "celebahq": "celebahq", "artbench": "artworks"}
+
+
+def asset_list(cfg: UseCaseConfig) -> tuple[str | None, dict[str, str | None]]:
+    """(asset list name, {asset key: configured path or hub id}) of a use case; (None, {}) if it needs none."""
+    kind = SOURCE_ASSETS.get(cfg.data.source)
+    if kind is None:
+        return None, {}
+    return kind, {spec.key: getattr(cfg.assets, spec.key) for spec in USE_CASE_ASSETS[kind]}
+
+
+def check_use_case(cfg: UseCaseConfig, *, stand_ins: bool = False) -> list[AssetStatus]:
+    """``check_assets`` on the assets of ``cfg`` (``stand_ins``: list them as smoke stand-ins); [] if none."""
+    kind, paths = asset_list(cfg)
+    if kind is None:
+        return []
+    return check_assets(kind, paths, tiny=stand_ins, allow_download=cfg.assets.allow_download)
+
+
+def require_use_case(cfg: UseCaseConfig) -> list[AssetStatus]:
+    """``require_assets`` on the assets of ``cfg``: raises ``MissingAssetsError`` (the table) if any is missing."""
+    kind, paths = asset_list(cfg)
+    if kind is None:
+        return []
+    return require_assets(kind, paths, allow_download=cfg.assets.allow_download)

@@ -20,12 +20,19 @@ from typing import Any
 
 import yaml
 
+from shapflow.config_sections import ASSET_KEYS, AssetsConfig, ConfigError, LoraConfig, SampleConfig
+from shapflow.config_sections import check as _check
+
 __all__ = [
+    "ASSET_KEYS",
+    "FAMILIES",
     "STAGES",
+    "AssetsConfig",
     "ConfigError",
     "DataConfig",
     "DiffusionConfig",
     "EMAConfig",
+    "LoraConfig",
     "ModelConfig",
     "PropertyConfig",
     "PruneConfig",
@@ -42,28 +49,24 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field, the value and the fix."""
-
-
-def _check(condition: bool, field_name: str, value: Any, fix: str) -> None:
-    if not condition:
-        raise ConfigError(f"{field_name}={value!r} is invalid: {fix}")
-
-
 @dataclass(frozen=True)
 class DataConfig:
     """Where the contributors' images come from and how they are dealt."""
 
-    source: str = "digits-market"  # digits-market | digits-classes | manifest
-    path: str | None = None  # manifest CSV for source=manifest
+    source: str = "digits-market"  # digits-market | digits-classes | manifest | cifar20 | celebahq | artbench
+    path: str | None = None  # manifest CSV for source=manifest (the other sources' files are in `assets`)
     channels: int = 1  # manifest images are converted to 1 (L) or 3 (RGB) channels
     image_size: int = 8
     seed: int = 0
+    num_identities: int = 50  # celebahq: the most frequent identities kept
+    style: str = "post_impressionism"  # artbench
+    split: str = "train"  # cifar20, artbench
+    max_contributors: int | None = None  # keep only the first k contributors (smoke runs); None = all
 
     def __post_init__(self) -> None:
-        _check(self.source in ("digits-market", "digits-classes", "manifest"), "data.source", self.source,
-               "use one of digits-market, digits-classes, manifest")
+        _check(self.source in DATA_SOURCES, "data.source", self.source, f"use one of {', '.join(DATA_SOURCES)}")
+        _check(self.max_contributors is None or self.max_contributors >= 2, "data.max_contributors",
+               self.max_contributors, "keep at least 2 contributors, or null for all")
         _check(self.source != "manifest" or bool(self.path), "data.path", self.path,
                "source=manifest needs data.path pointing to a CSV with columns path,contributor")
         _check(self.channels in (1, 3), "data.channels", self.channels, "use 1 (grayscale) or 3 (RGB)")
@@ -72,8 +75,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A diffusers ``UNet2DModel`` described as data (built by ``shapflow.models.build_unet``)."""
+    """A diffusers ``UNet2DModel`` described as data (built by ``shapflow.models.build_unet``).
 
+    ``family``: ``pixel`` (the UNet denoises images), ``latent`` (it denoises the latents of
+    ``assets.ldm_celebahq``'s autoencoder) or ``sd_lora`` (LoRA on ``assets.stable_diffusion``'s UNet;
+    only ``sample_size``/``in_channels`` are read, as the latent shape).
+    """
+
+    family: str = "pixel"
     sample_size: int = 8
     in_channels: int = 1
     block_out_channels: tuple[int, ...] = (16, 32)
@@ -86,6 +95,7 @@ class ModelConfig:
     attention_head_dim: int = 8
 
     def __post_init__(self) -> None:
+        _check(self.family in FAMILIES, "model.family", self.family, f"use one of {', '.join(FAMILIES)}")
         n = len(self.block_out_channels)
         _check(n >= 1, "model.block_out_channels", self.block_out_channels, "give at least one width")
         _check(len(self.down_block_types) == n and len(self.up_block_types) == n, "model.down_block_types",
@@ -97,17 +107,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """The forward process: DDPM with a linear beta schedule, epsilon prediction."""
+    """The forward process: DDPM with a linear (or, for SD 1.x, scaled_linear) beta schedule, epsilon prediction."""
 
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    beta_schedule: str = "linear"  # linear | scaled_linear (what Stable Diffusion 1.x was trained with)
 
     def __post_init__(self) -> None:
         _check(self.num_train_timesteps >= 10, "diffusion.num_train_timesteps", self.num_train_timesteps,
                "use at least 10 timesteps (the paper uses 1000)")
         _check(0 < self.beta_start < self.beta_end < 1, "diffusion.beta_end", self.beta_end,
                "need 0 < beta_start < beta_end < 1")
+        _check(self.beta_schedule in ("linear", "scaled_linear"), "diffusion.beta_schedule", self.beta_schedule,
+               "use linear or scaled_linear")
 
 
 @dataclass(frozen=True)
@@ -178,25 +191,11 @@ class PruneConfig:
                "use a positive multiple, or null for no rounding")
 
 
-@dataclass(frozen=True)
-class SampleConfig:
-    """DDIM generation with common random numbers: image i always starts from the same noise."""
-
-    num_images: int = 512
-    num_inference_steps: int = 25
-    eta: float = 0.0
-    batch_size: int = 512
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        _check(self.num_images >= 2, "sampling.num_images", self.num_images, "generate at least 2 images")
-        _check(self.num_inference_steps >= 1, "sampling.num_inference_steps", self.num_inference_steps,
-               "use at least one DDIM step")
-        _check(0.0 <= self.eta <= 1.0, "sampling.eta", self.eta, "use eta in [0, 1] (0 = deterministic DDIM)")
-        _check(self.batch_size >= 1, "sampling.batch_size", self.batch_size, "use a positive batch size")
-
-
-PROPERTY_NAMES = ("neg_log_fd", "frechet_distance", "inception_score", "class_entropy")
+# The digits family scores with its own classifier; the *_v3/fid names use the FID InceptionV3 network.
+PROPERTY_NAMES = ("neg_log_fd", "frechet_distance", "inception_score", "class_entropy",
+                  "inception_score_v3", "fid", "neg_log_fid", "cluster_entropy", "aesthetic_p90")
+DATA_SOURCES = ("digits-market", "digits-classes", "manifest", "cifar20", "celebahq", "artbench")
+FAMILIES = ("pixel", "latent", "sd_lora")
 
 
 @dataclass(frozen=True)
@@ -206,11 +205,22 @@ class PropertyConfig:
     name: str = "neg_log_fd"
     classifier_steps: int = 600
     classifier_seed: int = 0
+    n_clusters: int = 20  # cluster_entropy
+    quantile: float = 0.9  # aesthetic_p90: the quantile of per-image aesthetic scores
+    is_splits: int = 1  # inception_score_v3
+    inception_resize: int = 299  # the FID InceptionV3 input size
 
     def __post_init__(self) -> None:
         _check(self.name in PROPERTY_NAMES, "property.name", self.name, f"use one of {', '.join(PROPERTY_NAMES)}")
         _check(self.classifier_steps >= 1, "property.classifier_steps", self.classifier_steps,
                "train the feature classifier for at least one step")
+        _check(self.n_clusters >= 2, "property.n_clusters", self.n_clusters, "use at least 2 clusters")
+        _check(0.0 < self.quantile < 1.0, "property.quantile", self.quantile, "use a quantile in (0, 1)")
+        _check(self.name != "aesthetic_p90" or self.quantile == 0.9, "property.quantile", self.quantile,
+               "aesthetic_p90 is the 0.9 quantile")
+        _check(self.is_splits >= 1, "property.is_splits", self.is_splits, "use at least one split")
+        _check(self.inception_resize >= 75, "property.inception_resize", self.inception_resize,
+               "InceptionV3 needs inputs of at least 75 pixels")
 
 
 @dataclass(frozen=True)
@@ -218,12 +228,12 @@ class UtilityConfig:
     """How v(S) is computed: sFT of the pruned model, plain FT of the full model, or retraining."""
 
     method: str = "sft"  # sft | ft | retrain
-    v0: str = "untrained"  # untrained | pruned
+    v0: str = "untrained"  # untrained | pruned | base (sd_lora: the base model, LoRA off)
     v1: str = "full"  # full | pruned
 
     def __post_init__(self) -> None:
         _check(self.method in ("sft", "ft", "retrain"), "utility.method", self.method, "use sft, ft or retrain")
-        _check(self.v0 in ("untrained", "pruned"), "utility.v0", self.v0, "use untrained or pruned")
+        _check(self.v0 in ("untrained", "pruned", "base"), "utility.v0", self.v0, "use untrained, pruned or base")
         _check(self.v1 in ("full", "pruned"), "utility.v1", self.v1, "use full or pruned")
 
 
@@ -245,25 +255,34 @@ class UseCaseConfig:
     sampling: SampleConfig = field(default_factory=SampleConfig)
     property: PropertyConfig = field(default_factory=PropertyConfig)
     utility: UtilityConfig = field(default_factory=UtilityConfig)
+    assets: AssetsConfig = field(default_factory=AssetsConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     kernels: str = "eager"  # eager | auto | cpp | triton (shapflow.kernels.optimize)
+    # SMOKE configuration (shapflow.tiny): tiny random stand-ins for every asset; part of every stage key,
+    # so a smoke run is never reused as a real one.
+    tiny: bool = False
 
     def __post_init__(self) -> None:
         _check(self.kernels in ("eager", "auto", "cpp", "triton"), "kernels", self.kernels,
                "use eager, auto, cpp or triton")
-        _check(self.data.image_size == self.model.sample_size, "model.sample_size", self.model.sample_size,
-               f"must equal data.image_size ({self.data.image_size})")
+        if self.model.family == "pixel":  # latent families: the autoencoder fixes the latent size (checked on load)
+            _check(self.data.image_size == self.model.sample_size, "model.sample_size", self.model.sample_size,
+                   f"must equal data.image_size ({self.data.image_size})")
+        _check((self.utility.v0 == "base") == (self.model.family == "sd_lora"), "utility.v0", self.utility.v0,
+               "use base exactly for model.family=sd_lora (v(empty) = the base model without LoRA)")
 
 
 # Each stage's output depends on its own section and on every section upstream of it.
+_INPUTS = ("tiny", "assets", "data")
 STAGES: dict[str, tuple[str, ...]] = {
-    "data": ("data",),
-    "full": ("data", "model", "diffusion", "train"),
-    "prune": ("data", "model", "diffusion", "train", "prune"),
-    "finetune": ("data", "model", "diffusion", "train", "prune", "finetune"),
+    "data": _INPUTS,
+    "full": (*_INPUTS, "model", "diffusion", "lora", "train"),
+    "prune": (*_INPUTS, "model", "diffusion", "lora", "train", "prune"),
+    "finetune": (*_INPUTS, "model", "diffusion", "lora", "train", "prune", "finetune"),
     "sampling": ("sampling",),
-    "property": ("data", "property"),
-    "coalition": ("data", "model", "diffusion", "train", "prune", "finetune", "sft", "sampling", "property",
-                  "utility"),
+    "property": (*_INPUTS, "property"),
+    "coalition": (*_INPUTS, "model", "diffusion", "lora", "train", "prune", "finetune", "sft", "sampling",
+                  "property", "utility"),
 }
 
 

@@ -22,13 +22,13 @@ from diffusers import UNet2DModel
 from shapflow.config import TrainConfig, UseCaseConfig, stage_key
 from shapflow.data import ContributorDataset, load_data
 from shapflow.models import build_unet, load_unet, save_unet
-from shapflow.properties import Property, load_property
+from shapflow.properties import FEATURE_PROPERTIES, Property, load_property
 from shapflow.prune import prune_unet
 from shapflow.sample import sample
 from shapflow.train import sampling_state, train
 
-__all__ = ["STAGE_ORDER", "CoalitionResult", "Models", "Store", "Study", "load_models", "load_study", "optimize_for",
-           "train_stage", "train_stages"]
+__all__ = ["STAGE_ORDER", "CoalitionResult", "Models", "Store", "Study", "load_models", "load_scorer", "load_study",
+           "optimize_for", "train_stage", "train_stages"]
 
 
 @dataclass
@@ -89,11 +89,17 @@ class Study:
     def score(self, model: UNet2DModel) -> tuple[float, dict[str, float], torch.Tensor, dict[str, float]]:
         """(utility, properties, images, timings) of a model's generated image set."""
         start = time.perf_counter()
-        images = sample(optimize_for(model, self.cfg.kernels), self.cfg.sampling, self.cfg.diffusion)
+        images = self.sample_full(model)
         sampled = time.perf_counter()
         properties = self.scorer.score_all(images)
         timings = {"sample_seconds": sampled - start, "score_seconds": time.perf_counter() - sampled}
         return self.scorer.utility(properties[self.scorer.name]), properties, images, timings
+
+    def sample_full(self, model: UNet2DModel | None = None, num_images: int | None = None) -> torch.Tensor:
+        """Images (N, C, H, W) in [-1, 1] of ``model`` (default: the full model's sampling weights)."""
+        model = self.full.for_sampling() if model is None else model
+        return sample(optimize_for(model, self.cfg.kernels), self.cfg.sampling, self.cfg.diffusion,
+                      num_images=num_images)
 
     def v0(self) -> CoalitionResult:
         """Utility of the empty coalition: the untrained model."""
@@ -190,12 +196,28 @@ def train_stages(cfg: UseCaseConfig, data: ContributorDataset, *, store: Store =
     return out
 
 
+def load_scorer(cfg: UseCaseConfig, data: ContributorDataset | None = None) -> Property:
+    """The use case's property; the contributors' images (``data``, loaded if None) when it needs references."""
+    needs_reference = FEATURE_PROPERTIES.get(cfg.property.name, False)
+    reference = (data or load_data(cfg.data, cfg.assets)).images if needs_reference else None
+    return load_property(cfg.property, cfg.assets, reference)
+
+
 def load_study(cfg: UseCaseConfig, *, progress: bool = False, use_cache: bool = True,
                store: Store | None = None) -> Study:
-    """Load data and scorer, and train (or load through ``store``) the full and pruned fine-tuned models."""
-    data = load_data(cfg.data)
-    scorer = load_property(cfg.property)
+    """Load data and scorer, and train (or load through ``store``) the full and pruned fine-tuned models.
+
+    ``model.family`` picks the study: pixel (``Study``), latent (``studies.LatentStudy``) or sd_lora
+    (``studies.LoraStudy``, duck-typed like ``Study``: v0, v1, evaluate, sample_full).
+    """
+    data = load_data(cfg.data, cfg.assets)
+    scorer = load_scorer(cfg, data)
+    store = store or (_cached if use_cache else _uncached)
+    if cfg.model.family != "pixel":
+        from shapflow.studies import build_family_study
+
+        return build_family_study(cfg, data, scorer, store=store, progress=progress)
     untrained = build_unet(cfg.model, seed=cfg.train.seed)
-    stages = train_stages(cfg, data, store=store or (_cached if use_cache else _uncached), progress=progress)
+    stages = train_stages(cfg, data, store=store, progress=progress)
     (full_models, _), (pruned_models, extra) = stages["full"], stages["finetune"]
     return Study(cfg, data, scorer, untrained, full_models, pruned_models, extra["prune_report"])

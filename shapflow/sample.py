@@ -27,7 +27,8 @@ def sample(model: UNet2DModel, cfg: SampleConfig, diffusion: DiffusionConfig, *,
            num_images: int | None = None) -> torch.Tensor:
     """Generate images in [-1, 1], (N, C, H, W), with DDIM (eta from config; eta=0 is deterministic)."""
     scheduler = DDIMScheduler(num_train_timesteps=diffusion.num_train_timesteps, beta_start=diffusion.beta_start,
-                              beta_end=diffusion.beta_end, beta_schedule="linear", prediction_type="epsilon",
+                              beta_end=diffusion.beta_end, beta_schedule=diffusion.beta_schedule,
+                              prediction_type="epsilon",
                               clip_sample=True)
     scheduler.set_timesteps(cfg.num_inference_steps)
     size = model.config.sample_size

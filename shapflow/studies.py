@@ -20,14 +20,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from shapflow.config import TrainConfig, UseCaseConfig
+from shapflow.cache import cache_dir
+from shapflow.config import TrainConfig, UseCaseConfig, to_dict
 from shapflow.data.base import ContributorDataset
-from shapflow.models.latent import Autoencoder, cached_latent_dataset, sample_latent_images
+from shapflow.models.latent import Autoencoder, cached_latent_dataset, load_autoencoder, sample_latent_images
 from shapflow.models.sd_lora import (
     CaptionConditionedDenoiser,
     SDComponents,
     add_lora,
     encode_caption,
+    load_sd_components,
     lora_disabled,
     lora_state,
     set_lora_state,
@@ -36,9 +38,11 @@ from shapflow.models.unet import build_unet
 from shapflow.pipeline import CoalitionResult, Store, Study, optimize_for, train_stages
 from shapflow.properties import Property
 from shapflow.prune_lora import prune_lora_ranks
+from shapflow.sample import sample
 from shapflow.train import train
 
-__all__ = ["LatentStudy", "LoraRecipe", "LoraStudy", "build_latent_study", "build_lora_study"]
+__all__ = ["LatentStudy", "LoraRecipe", "LoraStudy", "build_family_study", "build_latent_study", "build_lora_study",
+           "lora_recipe", "stage_images"]
 
 
 def _no_store(_cfg: UseCaseConfig, _stage: str, _recipe: TrainConfig | None, build) -> tuple:
@@ -52,15 +56,12 @@ class LatentStudy(Study):
     autoencoder: Autoencoder | None = None
     latent_shape: tuple[int, int, int] = (3, 64, 64)
 
-    def score(self, model: torch.nn.Module) -> tuple[float, dict[str, float], torch.Tensor, dict[str, float]]:
-        """(utility, properties, decoded images, timings) of a latent UNet's generated image set."""
-        start = time.perf_counter()
-        images = sample_latent_images(optimize_for(model, self.cfg.kernels), self.autoencoder, self.latent_shape,
-                                      self.cfg.sampling, self.cfg.diffusion)
-        sampled = time.perf_counter()
-        properties = self.scorer.score_all(images)
-        timings = {"sample_seconds": sampled - start, "score_seconds": time.perf_counter() - sampled}
-        return self.scorer.utility(properties[self.scorer.name]), properties, images, timings
+    def sample_full(self, model: torch.nn.Module | None = None, num_images: int | None = None) -> torch.Tensor:
+        """Decoded images (N, 3, H, W) of ``model`` (default: the full model's sampling weights)."""
+        model = self.full.for_sampling() if model is None else model
+        return sample_latent_images(optimize_for(model, self.cfg.kernels), self.autoencoder, self.latent_shape,
+                                    self.cfg.sampling, self.cfg.diffusion,
+                                    beta_schedule=self.cfg.diffusion.beta_schedule, num_images=num_images)
 
 
 def build_latent_study(cfg: UseCaseConfig, data: ContributorDataset, autoencoder: Autoencoder, scorer: Property, *,
@@ -113,12 +114,17 @@ class LoraStudy:
                                                                     dict[str, float]]:
         """(utility, properties, images, timings) of a denoiser's generated image set."""
         start = time.perf_counter()
-        images = sample_latent_images(denoiser, self.vae, self.latent_shape, self.cfg.sampling, self.cfg.diffusion,
-                                      beta_schedule=self.recipe.beta_schedule)
+        images = self.sample_full(denoiser)
         sampled = time.perf_counter()
         properties = self.scorer.score_all(images)
         timings = {"sample_seconds": sampled - start, "score_seconds": time.perf_counter() - sampled}
         return self.scorer.utility(properties[self.scorer.name]), properties, images, timings
+
+    def sample_full(self, denoiser: CaptionConditionedDenoiser | None = None,
+                    num_images: int | None = None) -> torch.Tensor:
+        """Decoded images (N, 3, H, W) of ``denoiser`` (default: the full LoRA)."""
+        return sample_latent_images(denoiser or self.full, self.vae, self.latent_shape, self.cfg.sampling,
+                                    self.cfg.diffusion, beta_schedule=self.recipe.beta_schedule, num_images=num_images)
 
     def v0(self) -> CoalitionResult:
         """The empty coalition: the pretrained base model, LoRA off."""
@@ -184,3 +190,36 @@ def build_lora_study(cfg: UseCaseConfig, data: ContributorDataset, components: S
     train(pruned, latents, cfg.finetune, cfg.diffusion)
     states["pruned"] = lora_state(pruned_unet)
     return LoraStudy(cfg, latents, scorer, recipe, components.vae, full, pruned, states, report.as_dict())
+
+
+def lora_recipe(cfg: UseCaseConfig) -> LoraRecipe:
+    """The ``LoraRecipe`` of a use case: its ``lora`` section and its diffusion beta schedule."""
+    return LoraRecipe(**to_dict(cfg.lora), beta_schedule=cfg.diffusion.beta_schedule)
+
+
+def build_family_study(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, *, store: Store = _no_store,
+                       progress: bool = False) -> LatentStudy | LoraStudy:
+    """The study of a latent (``model.family=latent``) or SD + LoRA (``sd_lora``) use case, from ``cfg.assets``.
+
+    Latents are cached by content under the cache folder. The LoRA family trains its adapters in process:
+    ``store`` applies to the latent family only (LoRA stages are not yet stored as runs).
+    """
+    latents_folder = str(cache_dir("latents"))
+    if cfg.model.family == "latent":
+        return build_latent_study(cfg, data, load_autoencoder(cfg.assets.ldm_celebahq), scorer,
+                                  latents_folder=latents_folder, store=store, progress=progress)
+    if cfg.model.family == "sd_lora":
+        components = load_sd_components(cfg.assets.stable_diffusion, allow_download=cfg.assets.allow_download)
+        return build_lora_study(cfg, data, components, scorer, lora_recipe(cfg), latents_folder=latents_folder)
+    raise ValueError(f"model.family={cfg.model.family!r} has no family study: pixel models use pipeline.Study")
+
+
+def stage_images(cfg: UseCaseConfig, model: torch.nn.Module, num_images: int | None = None) -> torch.Tensor:
+    """Images (N, 3, H, W) in [-1, 1] of a stage's UNet: sampled directly (pixel) or decoded (latent)."""
+    if cfg.model.family == "pixel":
+        return sample(model, cfg.sampling, cfg.diffusion, num_images=num_images)
+    if cfg.model.family != "latent":
+        raise ValueError(f"model.family={cfg.model.family!r}: stage models are UNets of the pixel or latent family")
+    shape = (cfg.model.in_channels, cfg.model.sample_size, cfg.model.sample_size)
+    return sample_latent_images(model, load_autoencoder(cfg.assets.ldm_celebahq), shape, cfg.sampling, cfg.diffusion,
+                                beta_schedule=cfg.diffusion.beta_schedule, num_images=num_images)

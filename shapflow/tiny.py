@@ -13,20 +13,51 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import pickle
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from shapflow.config import ConfigError, UseCaseConfig, apply_overrides
 from shapflow.data.base import ContributorDataset
 
-__all__ = ["SMOKE_LABEL", "tiny_clip_tokenizer", "tiny_images", "write_tiny_artbench", "write_tiny_assets",
-           "write_tiny_celebahq", "write_tiny_clip_vision", "write_tiny_inception", "write_tiny_laion_head",
-           "write_tiny_sd", "write_tiny_vq"]
+__all__ = [
+    "SMOKE_LABEL",
+    "SMOKE_OVERRIDES",
+    "smoke_config",
+    "tiny_clip_tokenizer",
+    "tiny_images",
+    "write_tiny_artbench",
+    "write_tiny_assets",
+    "write_tiny_celebahq",
+    "write_tiny_cifar100",
+    "write_tiny_clip_vision",
+    "write_tiny_inception",
+    "write_tiny_laion_head",
+    "write_tiny_sd",
+    "write_tiny_vq",
+]
 
 SMOKE_LABEL = "SMOKE (tiny random stand-ins: plumbing only, values meaningless)"
+_STAGE = ("steps=2", "batch_size=4", "lr=0.001", "warmup_steps=0", "ema.decay=0.0", "ema.sample_with_ema=false")
+# The one home of the smoke configuration (-P tiny=true): tiny UNet, 2 steps per training, 3 images with
+# 2 DDIM steps, 3 contributors; then per model family the image and latent sizes of the tiny autoencoders.
+SMOKE_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "common": ("model.block_out_channels=[8,16]", "model.layers_per_block=1", "model.norm_num_groups=4",
+               "model.add_attention=false", "model.down_block_types=[DownBlock2D,DownBlock2D]",
+               "model.up_block_types=[UpBlock2D,UpBlock2D]", "diffusion.num_train_timesteps=50",
+               *(f"{section}.{item}" for section in ("train", "finetune", "sft") for item in _STAGE),
+               "prune.channel_fraction_removed=0.5", "prune.round_to=null", "sampling.num_images=3",
+               "sampling.num_inference_steps=2", "sampling.batch_size=3", "property.inception_resize=75",
+               "property.n_clusters=4", "lora.rank=4", "lora.guidance_scale=2.0", "data.max_contributors=3"),
+    "pixel": ("data.image_size=32", "model.sample_size=32"),  # CIFAR images stay 32x32
+    "latent": ("data.image_size=16", "model.sample_size=8", "model.in_channels=3", "data.num_identities=3"),
+    "sd_lora": ("data.image_size=16", "model.sample_size=8", "model.in_channels=4"),
+}
 TEXT_DIM, TOKEN_LENGTH, CLIP_PROJECTION = 32, 16, 32
 
 
@@ -183,14 +214,48 @@ def write_tiny_inception(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
-def write_tiny_assets(use_case: str, folder: str | Path) -> dict[str, str]:
-    """Write every external asset of ``use_case`` as a tiny stand-in under ``folder``; returns {asset key: path}.
+def write_tiny_cifar100(folder: Path, *, per_class: int = 2, seed: int = 0) -> Path:
+    """An extracted ``cifar-100-python/`` (train, test, meta pickles) with random images of the CIFAR-20 classes."""
+    from shapflow.data.cifar import CIFAR20_CLASSES
 
-    cifar20's data stand-in is in memory (``tiny_images``): its key maps to the empty string.
-    """
+    names = [*CIFAR20_CLASSES, *(f"smoke_filler_{i}" for i in range(100 - len(CIFAR20_CLASSES)))]
+    labels = [label for label in range(len(CIFAR20_CLASSES)) for _ in range(per_class)]
+    pixels = np.random.default_rng(seed).integers(0, 256, (len(labels), 3 * 32 * 32), dtype=np.uint8)
+    batch = {b"fine_labels": labels, b"coarse_labels": [0] * len(labels), b"data": pixels}
+    meta = {b"fine_label_names": [n.encode() for n in names], b"coarse_label_names": [b"smoke"] * 20}
+    root = folder / "cifar-100-python"
+    root.mkdir(parents=True, exist_ok=True)
+    for member, content in (("train", batch), ("test", batch), ("meta", meta)):
+        (root / member).write_bytes(pickle.dumps(content, protocol=2))
+    return folder
+
+
+def smoke_config(cfg: UseCaseConfig, folder: str | Path) -> UseCaseConfig:
+    """The SMOKE configuration of ``cfg``: stand-ins written under ``folder`` (reused when present) as its
+    assets, ``SMOKE_OVERRIDES``, ``tiny=true`` and the name ``SMOKE-<name>``. Idempotent."""
+    from shapflow.assets import SOURCE_ASSETS
+
+    if cfg.name.startswith("SMOKE-"):
+        return cfg
+    kind = SOURCE_ASSETS.get(cfg.data.source)
+    if kind is None:
+        raise ConfigError(f"tiny=true is invalid for data.source={cfg.data.source!r}: it stands in for the external "
+                          f"assets of the sources {', '.join(SOURCE_ASSETS)} (digits needs none)")
+    index = Path(folder) / "assets.json"
+    if not index.is_file():
+        index.parent.mkdir(parents=True, exist_ok=True)
+        index.write_text(json.dumps(write_tiny_assets(kind, folder)))
+    paths = json.loads(index.read_text())
+    cfg = apply_overrides(cfg, (*SMOKE_OVERRIDES["common"], *SMOKE_OVERRIDES[cfg.model.family]))
+    return replace(cfg, name=f"SMOKE-{cfg.name}", description=SMOKE_LABEL, tiny=True,
+                   assets=replace(cfg.assets, **paths))
+
+
+def write_tiny_assets(use_case: str, folder: str | Path) -> dict[str, str]:
+    """Write every external asset of ``use_case`` as a tiny stand-in under ``folder``; returns {asset key: path}."""
     folder = Path(folder)
     if use_case == "cifar20":
-        return {"cifar100": "", "fid_inception": str(write_tiny_inception(
+        return {"cifar100": str(write_tiny_cifar100(folder / "cifar100")), "fid_inception": str(write_tiny_inception(
             folder / "pt_inception-2015-12-05-smoke.pth"))}
     if use_case == "celebahq":
         images, labels = write_tiny_celebahq(folder)

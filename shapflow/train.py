@@ -34,7 +34,7 @@ class TrainResult:
 def ddpm_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
     """The forward-process schedule shared by training and sampling."""
     return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
-                         beta_end=cfg.beta_end, beta_schedule="linear", prediction_type="epsilon")
+                         beta_end=cfg.beta_end, beta_schedule=cfg.beta_schedule, prediction_type="epsilon")
 
 
 def _antithetic_timesteps(batch: int, steps: int, generator: torch.Generator) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from shapflow.config import DataConfig
+import numpy as np
+
+from shapflow.config import AssetsConfig, DataConfig
 from shapflow.data.base import ContributorDataset
 from shapflow.data.digits import MARKET, digits_reference_images, load_digits_classes, load_digits_market
 from shapflow.data.manifest import load_manifest
@@ -11,6 +13,7 @@ __all__ = [
     "MARKET",
     "ContributorDataset",
     "digits_reference_images",
+    "first_contributors",
     "load_data",
     "load_digits_classes",
     "load_digits_market",
@@ -18,10 +21,35 @@ __all__ = [
 ]
 
 
-def load_data(cfg: DataConfig) -> ContributorDataset:
-    """The contributor dataset a use case's ``data`` section describes."""
+def load_data(cfg: DataConfig, assets: AssetsConfig | None = None) -> ContributorDataset:
+    """The contributor dataset a use case's ``data`` section describes (files of the asset sources: ``assets``)."""
+    data = _load(cfg, assets or AssetsConfig())
+    return data if cfg.max_contributors is None else first_contributors(data, cfg.max_contributors)
+
+
+def _load(cfg: DataConfig, assets: AssetsConfig) -> ContributorDataset:
     if cfg.source == "digits-market":
         return load_digits_market(cfg.seed)
     if cfg.source == "digits-classes":
         return load_digits_classes()
+    if cfg.source == "cifar20":
+        from shapflow.data.cifar import load_cifar20
+
+        return load_cifar20(assets.cifar100, split=cfg.split)
+    if cfg.source == "celebahq":
+        from shapflow.data.celebahq import load_celebahq
+
+        return load_celebahq(assets.celebahq_images, assets.celebahq_labels, num_identities=cfg.num_identities,
+                             image_size=cfg.image_size)
+    if cfg.source == "artbench":
+        from shapflow.data.artbench import load_artbench
+
+        return load_artbench(assets.artbench_images, assets.artbench_metadata, style=cfg.style, split=cfg.split,
+                             image_size=cfg.image_size)
     return load_manifest(cfg.path, channels=cfg.channels, image_size=cfg.image_size)
+
+
+def first_contributors(data: ContributorDataset, k: int) -> ContributorDataset:
+    """``data`` restricted to its first ``k`` contributors (their images and names, in order)."""
+    kept = data.subset(np.arange(data.n_contributors) < k)
+    return type(data)(kept.images, kept.contributor, data.names[:k], data.info[:k])

@@ -11,10 +11,10 @@ from typing import Protocol
 
 import torch
 
-from shapflow.config import PropertyConfig
+from shapflow.config import AssetsConfig, PropertyConfig
 from shapflow.properties.digits import HIGHER_IS_BETTER, DigitsScorer
 
-__all__ = ["PROPERTIES", "Property", "load_property"]
+__all__ = ["FEATURE_PROPERTIES", "PROPERTIES", "Property", "load_property"]
 
 
 class Property(Protocol):
@@ -29,8 +29,32 @@ class Property(Protocol):
 
 
 PROPERTIES: dict[str, Callable[[PropertyConfig], Property]] = dict.fromkeys(HIGHER_IS_BETTER, DigitsScorer)
+# Properties on pretrained feature networks (external assets): name -> whether they need reference images.
+FEATURE_PROPERTIES = {"inception_score_v3": False, "fid": True, "neg_log_fid": True, "cluster_entropy": True,
+                      "aesthetic_p90": False}
 
 
-def load_property(cfg: PropertyConfig) -> Property:
-    """The scorer of the property a use case names."""
-    return PROPERTIES[cfg.name](cfg)
+def load_property(cfg: PropertyConfig, assets: AssetsConfig | None = None,
+                  reference_images: torch.Tensor | None = None) -> Property:
+    """The scorer of the property a use case names; feature properties read their networks from ``assets``.
+
+    ``reference_images`` (N, 3, H, W) in [-1, 1]: the real images of fid/neg_log_fid and cluster_entropy.
+    """
+    if cfg.name in PROPERTIES:
+        return PROPERTIES[cfg.name](cfg)
+    assets = assets or AssetsConfig()
+    if FEATURE_PROPERTIES[cfg.name] and reference_images is None:
+        raise ValueError(f"property {cfg.name} needs reference images (the contributors' real images)")
+    if cfg.name == "cluster_entropy":
+        from shapflow.properties.diversity import load_diversity_property
+
+        return load_diversity_property(assets.face_encoder, reference_images, n_clusters=cfg.n_clusters)
+    if cfg.name == "aesthetic_p90":
+        from shapflow.properties.aesthetic import load_aesthetic_property
+
+        return load_aesthetic_property(assets.clip_vit_l14, assets.laion_aesthetic_head, quantile=cfg.quantile)
+    from shapflow.properties.inception_score import load_inception_property
+
+    name = "inception_score" if cfg.name == "inception_score_v3" else cfg.name
+    return load_inception_property(assets.fid_inception, name=name, reference_images=reference_images,
+                                   splits=cfg.is_splits, resize_to=cfg.inception_resize)
