@@ -13,20 +13,20 @@ import os
 import re
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from shapflow.assets import require_use_case
+from shapflow.cache import cache_dir
 from shapflow.config import ConfigError, UseCaseConfig, load_use_case, stage_key
 from shapflow.data import load_data
 from shapflow.executors import Outcome, evaluate_many
-from shapflow.pipeline import CoalitionResult, Models, Study, load_study, train_stages
-from shapflow.properties import load_property
+from shapflow.pipeline import CoalitionResult, Models, Study, load_scorer, load_study, train_stages
 from shapflow.report import convergence_curve, image_grid, write_report
-from shapflow.sample import sample
 from shapflow.shapley import (
     DEFAULT_METHOD,
     METHODS,
@@ -39,6 +39,7 @@ from shapflow.shapley import (
     mask_key,
     min_budget,
 )
+from shapflow.tiny import SMOKE_LABEL, smoke_config
 from shapflow.tracking import (
     STAGE_TAG,
     STUDY_TAG,
@@ -51,8 +52,8 @@ from shapflow.tracking import (
     utilities_table,
 )
 
-__all__ = ["TINY_OVERRIDES", "AttributeResult", "Driver", "Request", "estimate_from_table", "masks_of",
-           "parse_request", "plan", "reestimate", "report_from_table", "run_attribute", "run_stages",
+__all__ = ["SMOKE_TAG", "TINY_OVERRIDES", "AttributeResult", "Driver", "Request", "estimate_from_table", "load_config",
+           "masks_of", "parse_request", "plan", "reestimate", "report_from_table", "run_attribute", "run_stages",
            "score_models", "split_overrides"]
 
 # A seconds-long smoke configuration of the digits use cases (tests, demos): tiny trainings and samples.
@@ -60,6 +61,8 @@ TINY_OVERRIDES = ("train.steps=30", "train.warmup_steps=2", "train.batch_size=32
                   "finetune.warmup_steps=0", "finetune.batch_size=32", "sft.steps=3", "sft.batch_size=16",
                   "sampling.num_images=32", "sampling.num_inference_steps=3", "sampling.batch_size=32",
                   "property.classifier_steps=100")
+
+SMOKE_TAG = "shapflow.smoke"  # "true" on the runs of a SMOKE configuration (tiny random stand-ins)
 
 
 @dataclass(frozen=True)
@@ -88,21 +91,38 @@ def split_overrides(text: str | tuple[str, ...] | list[str]) -> list[str]:
 
 def parse_request(use_case: str = "digits", config: str | None = None, overrides: str | tuple[str, ...] = "",
                   budget: int | None = None, method: str = DEFAULT_METHOD, seed: int = 0, workers: int | None = None,
-                  alias: str | None = None, experiment: str | None = None) -> Request:
-    """Validate every parameter BEFORE any run exists; raises ConfigError naming the bad one and the fix."""
-    cfg = load_use_case(config or use_case, split_overrides(overrides))
+                  alias: str | None = None, experiment: str | None = None, tiny: bool = False) -> Request:
+    """Validate every parameter and check every external asset BEFORE any run exists.
+
+    Raises ConfigError naming the bad parameter and the fix, or ``assets.MissingAssetsError`` whose message
+    is the asset table. ``tiny`` (or ``tiny=true`` in the config) selects the SMOKE configuration.
+    """
+    cfg = load_config(config or use_case, overrides, tiny)
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is invalid: use one of {', '.join(sorted(METHODS))}")
-    n = load_data(cfg.data).check_market().n_contributors
+    require_use_case(cfg)
+    n = load_data(cfg.data, cfg.assets).check_market().n_contributors
     budget = budget or 10 * n  # None or 0 (the MLproject default) -> 10 n
     needed = min_budget(method, n) - 2
     if budget < needed:
         raise ConfigError(f"budget={budget} is invalid: {method} needs at least {needed} coalitions for n={n}")
-    workers = (os.cpu_count() or 1) if workers is None or workers <= 0 else workers  # 0: one per core
+    if cfg.model.family == "sd_lora" and workers is not None and workers > 1:
+        raise ConfigError(f"workers={workers} is invalid for model.family=sd_lora: its LoRA stages live in the "
+                          "driver's process; use workers=1 (or 0)")
+    one_per_core = 1 if cfg.model.family == "sd_lora" else (os.cpu_count() or 1)
+    workers = one_per_core if workers is None or workers <= 0 else workers  # 0: one per core
     alias = alias or None  # "" (the MLproject default) -> no alias
     if alias is not None and (alias.lower() == "latest" or not re.fullmatch(r"[\w-]+", alias)):
         raise ConfigError(f"alias={alias!r} is invalid: use letters, digits, - or _ ('latest' is reserved)")
     return Request(cfg, budget, method, seed, workers, alias, experiment or cfg.name, n)
+
+
+def load_config(name_or_path: str, overrides: str | tuple[str, ...] = "", tiny: bool = False) -> UseCaseConfig:
+    """A use case with its overrides; with ``tiny`` (or ``tiny=true`` in it), its SMOKE configuration."""
+    cfg = load_use_case(name_or_path, split_overrides(overrides))
+    if not (tiny or cfg.tiny):
+        return cfg
+    return smoke_config(replace(cfg, tiny=True), cache_dir("tiny-assets", cfg.data.source))
 
 
 def plan(request: Request) -> Coalitions:
@@ -112,8 +132,10 @@ def plan(request: Request) -> Coalitions:
 
 def score_models(cfg: UseCaseConfig, models: Models) -> dict[str, float]:
     """Every property (and the utility) of a stage's model, sampled with the use case's fixed seed."""
-    scorer = load_property(cfg.property)
-    properties = scorer.score_all(sample(models.for_sampling(), cfg.sampling, cfg.diffusion))
+    from shapflow.studies import stage_images
+
+    scorer = load_scorer(cfg)
+    properties = scorer.score_all(stage_images(cfg, models.for_sampling()))
     return {**properties, "utility": scorer.utility(properties[scorer.name])}
 
 
@@ -147,14 +169,15 @@ class Driver:
         members = [self.study.data.names[i] for i in np.flatnonzero(mask)]
         return {"coalition_id": cid, "contributors": ",".join(members), "size": len(members), "mask": _bits(mask),
                 "sampler": default_sampler(self.request.method), "seed": self.request.seed,
-                "sft_seed": self.request.cfg.sft.seed, "upstream_run": self.store.runs["finetune"],
+                "sft_seed": self.request.cfg.sft.seed, "upstream_run": self.store.runs.get("finetune", "-"),
                 "upstream_model_version": f"{self.request.cfg.name}-pruned/{self.model_version}",
                 "config_hash": stage_key(self.request.cfg, "coalition")}
 
     def name(self, cid: str, mask: np.ndarray) -> str:
         """E.g. ``coalition 0042 · 5/16 · clean-xl,twin-a,...``: readable in the MLflow UI's run list."""
         members = ",".join(self.study.data.names[i] for i in np.flatnonzero(mask))
-        return f"coalition {cid.rsplit('-', 1)[-1][-4:]} · {int(mask.sum())}/{mask.size} · {members[:60]}"
+        smoke = "SMOKE " if self.request.cfg.tiny else ""
+        return f"{smoke}coalition {cid.rsplit('-', 1)[-1][-4:]} · {int(mask.sum())}/{mask.size} · {members[:60]}"
 
     def key(self, mask: np.ndarray) -> str:
         """A coalition's identity: (coalition stage key via the study id, upstream run, mask, sFT seed)."""
@@ -193,8 +216,13 @@ class Driver:
         bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="coalitions", unit="S",
                    disable=not progress, file=sys.stderr)
         folders = {stage: str(path) for stage, path in self.store.folders.items()}
-        for outcome in evaluate_many(self.study, pending, workers=self.request.workers, folders=folders):
+        lookup = (self.tracker.uri, self.tracker.experiment_id, {r: self.key(m) for r, m in pending.items()})
+        for outcome in evaluate_many(self.study, pending, workers=self.request.workers, folders=folders,
+                                     lookup=lookup):
             cid, mask = planned.ids[outcome.index], planned.masks[outcome.index]
+            if outcome.skipped:  # a Ray task found it FINISHED (by another driver): nothing to log
+                bar.update(1)
+                continue
 
             def work(run_id: str, cid: str = cid, mask: np.ndarray = mask, outcome: Outcome = outcome) -> None:
                 self.log_outcome(run_id, cid, mask, outcome)
@@ -239,7 +267,7 @@ class AttributeResult:
 def _open_parent(tracker: Tracker, request: Request, stage: str = "attribute") -> tuple[str, bool]:
     """The entry point's run: the one ``mlflow run`` started (``MLFLOW_RUN_ID``), or a new one; (run id, owned)."""
     adopted = os.environ.get("MLFLOW_RUN_ID")
-    tags = {STAGE_TAG: stage, USE_CASE_TAG: request.cfg.name}
+    tags = {STAGE_TAG: stage, USE_CASE_TAG: request.cfg.name, SMOKE_TAG: str(request.cfg.tiny).lower()}
     if adopted:
         tracker.log(adopted, tags=tags)
         return adopted, False
@@ -251,6 +279,9 @@ def run_stages(request: Request, until: str, *, uri: str | None = None, progress
 
     The full and (after finetune) the pruned model are registered, with ``request.alias`` when given.
     """
+    if request.cfg.model.family != "pixel":
+        raise ConfigError(f"model.family={request.cfg.model.family}: the train/prune/finetune entry points run "
+                          "pixel use cases; run the attribute entry point (it trains the stages it needs)")
     tracker = open_tracker(request.experiment, uri)
     parent, owned = _open_parent(tracker, request, stage="pipeline")
     try:
@@ -276,6 +307,8 @@ def run_attribute(request: Request, *, uri: str | None = None, progress: bool = 
 
     ``batch`` (the ``coalitions`` entry point) evaluates only those planned coalitions and skips the report.
     """
+    if request.cfg.tiny:
+        print(f"shapflow: {request.cfg.name}: {SMOKE_LABEL}", file=sys.stderr)
     tracker = open_tracker(request.experiment, uri)
     parent, owned = _open_parent(tracker, request)
     try:
@@ -296,9 +329,11 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
     cfg = request.cfg
     store = TrackedStore(tracker, workdir, parent=parent, score=score_models)
     study = load_study(cfg, store=store, progress=progress)
-    register_stage(tracker, f"{cfg.name}-full", store.runs["full"], request.alias)
-    version = register_stage(tracker, f"{cfg.name}-pruned", store.runs["finetune"], request.alias)
-    study_id = identity("study", stage_key(cfg, "coalition"), store.runs["finetune"])
+    version = "-"  # sd_lora: its LoRA stages are not stored as runs (nor registered) yet
+    if store.runs:
+        register_stage(tracker, f"{cfg.name}-full", store.runs["full"], request.alias)
+        version = register_stage(tracker, f"{cfg.name}-pruned", store.runs["finetune"], request.alias)
+    study_id = identity("study", stage_key(cfg, "coalition"), store.runs.get("finetune", "in-process"))
     resolved = {"use_case": cfg.name, "budget": request.budget, "method": request.method, "seed": request.seed,
                 "workers": request.workers, "config_hash": stage_key(cfg, "coalition"), "pruned_model_version": version}
     # "study." keys: `mlflow run` already logged the raw -P values (budget=0 = default) under the plain names
@@ -311,7 +346,7 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
         return AttributeResult(parent, tracker.experiment_id, study_id, pd.DataFrame(), "", evaluated)
     folder = workdir / "report"
     values, frame = report_from_table(utilities_table(tracker, study_id), cfg.name, request.method, folder)
-    full_images = sample(study.full.for_sampling(), cfg.sampling, cfg.diffusion, num_images=64)
+    full_images = study.sample_full(num_images=64)
     image_grid(full_images, folder / "samples_full.png")
     tracker.call("log_artifacts", parent, str(folder))
     ok, more = convergence(values)

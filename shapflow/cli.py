@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from shapflow.config import ConfigError
+from shapflow.scaleout_cli import executor_options, register
 from shapflow.shapley import DEFAULT_METHOD, METHODS
 
 __all__ = ["main"]
@@ -22,11 +23,12 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _request(**options):
+    from shapflow.assets import MissingAssetsError
     from shapflow.attribute import parse_request
 
     try:
         return parse_request(**options)
-    except ConfigError as err:
+    except (ConfigError, MissingAssetsError) as err:
         raise click.UsageError(str(err)) from None
 
 
@@ -55,6 +57,9 @@ def attribute_options(command):
                      help="Worker processes, one torch thread each (0 = one per core)."),
         click.option("--alias", default=None, help="Registry alias to set on the full and pruned models."),
         click.option("--experiment", default=None, help="MLflow experiment [default: the use case name]."),
+        click.option("--tiny", type=click.BOOL, default=False, show_default=True,
+                     help="SMOKE configuration: tiny random stand-ins for every external asset (plumbing only)."),
+        *executor_options(),
     ]
     for option in reversed(options):
         command = option(command)
@@ -235,6 +240,44 @@ def _registered(load, ref: str, out: Path | None):
     except MlflowException as err:
         raise click.UsageError(str(err)) from None
 
+
+@main.group("assets")
+def assets_group() -> None:
+    """External assets of a use case (datasets, pretrained networks): check them before a run."""
+
+
+@assets_group.command("check")
+@click.option("--use-case", default="digits", show_default=True, help="A shipped use case name.")
+@click.option("--config", default=None, help="Path to a use-case YAML (instead of --use-case).")
+@click.option("--overrides", default="", help='Field overrides, e.g. "assets.cifar100=/data/cifar-100-python".')
+@click.option("--tiny", type=click.BOOL, default=False, show_default=True,
+              help="List the SMOKE configuration's stand-ins instead.")
+def assets_check(use_case: str, config: str | None, overrides: str, tiny: bool) -> None:
+    """List each external asset of a use case as found / MISSING, with its expected layout and source.
+
+    \b
+    Examples:
+      shapflow assets check --use-case artworks
+      shapflow assets check --use-case cifar20 --overrides "assets.cifar100=~/data/cifar-100-python.tar.gz"
+    Exits 1 when an asset is missing (the same check runs before every pipeline).
+    """
+    from shapflow.assets import check_use_case, format_table
+    from shapflow.config import load_use_case
+
+    try:
+        cfg = load_use_case(config or use_case, overrides.split())
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+    statuses = check_use_case(cfg, stand_ins=tiny)
+    if not statuses:
+        click.echo(f"{cfg.name}: no external assets needed")
+        return
+    click.echo(f"{cfg.name}{' (SMOKE stand-ins: plumbing only)' if tiny else ''}:\n{format_table(statuses)}")
+    if not all(s.found for s in statuses):
+        sys.exit(1)
+
+
+register(main, attribute_options, _request)  # shapflow server / shapflow coalitions (scale-out)
 
 if __name__ == "__main__":
     sys.exit(main())
