@@ -3,7 +3,7 @@
 ``LatentStudy`` (CelebA-HQ) is ``pipeline.Study`` on cached latents whose images are decoded before
 scoring: the UNet, its pruning and the training loop are unchanged. ``LoraStudy`` (artworks)
 trains only LoRA weights on one shared frozen Stable Diffusion UNet per stage: the full LoRA
-(rank ``LoraRecipe.rank``), and the rank-pruned, fine-tuned LoRA that every sFT starts from. A
+(rank ``LoraConfig.rank``), and the rank-pruned, fine-tuned LoRA that every sFT starts from. A
 coalition run installs its start LoRA state, trains it in place with the ONE training loop,
 samples, scores and restores the start state, so no UNet is ever copied per coalition. v(empty)
 of the LoRA family is the base model with the adapter switched off.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from shapflow.cache import cache_dir
-from shapflow.config import TrainConfig, UseCaseConfig, to_dict
+from shapflow.config import LoraConfig, TrainConfig, UseCaseConfig
 from shapflow.data.base import ContributorDataset
 from shapflow.models.latent import Autoencoder, cached_latent_dataset, load_autoencoder, sample_latent_images
 from shapflow.models.sd_lora import (
@@ -41,8 +41,8 @@ from shapflow.prune_lora import prune_lora_ranks
 from shapflow.sample import sample
 from shapflow.train import train
 
-__all__ = ["LatentStudy", "LoraRecipe", "LoraStudy", "build_family_study", "build_latent_study", "build_lora_study",
-           "lora_recipe", "stage_images"]
+__all__ = ["LatentStudy", "LoraStudy", "build_family_study", "build_latent_study", "build_lora_study",
+           "stage_images"]
 
 
 def _no_store(_cfg: UseCaseConfig, _stage: str, _recipe: TrainConfig | None, build) -> tuple:
@@ -80,18 +80,6 @@ def build_latent_study(cfg: UseCaseConfig, data: ContributorDataset, autoencoder
                        extra["prune_report"], autoencoder=autoencoder, latent_shape=shape)
 
 
-@dataclass(frozen=True)
-class LoraRecipe:
-    """The LoRA family's knobs (paper: rank 256, alpha = rank, half the LoRA parameters kept)."""
-
-    caption: str = "a Post-Impressionist painting"
-    rank: int = 256
-    alpha: float | None = None  # None: alpha = rank (scale 1)
-    lora_param_fraction_kept: float = 0.5
-    guidance_scale: float = 7.5
-    beta_schedule: str = "linear"  # must match the training schedule; SD 1.x was trained with scaled_linear
-
-
 @dataclass
 class LoraStudy:
     """Everything a LoRA coalition evaluation needs; LoRA states are the only per-stage weights."""
@@ -99,7 +87,7 @@ class LoraStudy:
     cfg: UseCaseConfig
     data: ContributorDataset  # latents of the SD VAE
     scorer: Property
-    recipe: LoraRecipe
+    recipe: LoraConfig
     vae: Autoencoder
     full: CaptionConditionedDenoiser
     pruned: CaptionConditionedDenoiser
@@ -124,7 +112,8 @@ class LoraStudy:
                     num_images: int | None = None) -> torch.Tensor:
         """Decoded images (N, 3, H, W) of ``denoiser`` (default: the full LoRA)."""
         return sample_latent_images(denoiser or self.full, self.vae, self.latent_shape, self.cfg.sampling,
-                                    self.cfg.diffusion, beta_schedule=self.recipe.beta_schedule, num_images=num_images)
+                                    self.cfg.diffusion, beta_schedule=self.cfg.diffusion.beta_schedule,
+                                    num_images=num_images)
 
     def v0(self) -> CoalitionResult:
         """The empty coalition: the pretrained base model, LoRA off."""
@@ -172,7 +161,7 @@ def _check_no_ema(cfg: UseCaseConfig) -> None:
 
 
 def build_lora_study(cfg: UseCaseConfig, data: ContributorDataset, components: SDComponents, scorer: Property,
-                     recipe: LoraRecipe, *, latents_folder: str | None = None) -> LoraStudy:
+                     recipe: LoraConfig, *, latents_folder: str | None = None) -> LoraStudy:
     """Encode ``data`` with the SD VAE (cached), train the full LoRA, prune its ranks, fine-tune the pruned LoRA."""
     _check_no_ema(cfg)
     latents = cached_latent_dataset(data, components.vae, folder=latents_folder)
@@ -192,11 +181,6 @@ def build_lora_study(cfg: UseCaseConfig, data: ContributorDataset, components: S
     return LoraStudy(cfg, latents, scorer, recipe, components.vae, full, pruned, states, report.as_dict())
 
 
-def lora_recipe(cfg: UseCaseConfig) -> LoraRecipe:
-    """The ``LoraRecipe`` of a use case: its ``lora`` section and its diffusion beta schedule."""
-    return LoraRecipe(**to_dict(cfg.lora), beta_schedule=cfg.diffusion.beta_schedule)
-
-
 def build_family_study(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, *, store: Store = _no_store,
                        progress: bool = False) -> LatentStudy | LoraStudy:
     """The study of a latent (``model.family=latent``) or SD + LoRA (``sd_lora``) use case, from ``cfg.assets``.
@@ -210,7 +194,7 @@ def build_family_study(cfg: UseCaseConfig, data: ContributorDataset, scorer: Pro
                                   latents_folder=latents_folder, store=store, progress=progress)
     if cfg.model.family == "sd_lora":
         components = load_sd_components(cfg.assets.stable_diffusion, allow_download=cfg.assets.allow_download)
-        return build_lora_study(cfg, data, components, scorer, lora_recipe(cfg), latents_folder=latents_folder)
+        return build_lora_study(cfg, data, components, scorer, cfg.lora, latents_folder=latents_folder)
     raise ValueError(f"model.family={cfg.model.family!r} has no family study: pixel models use pipeline.Study")
 
 

@@ -11,6 +11,7 @@ import pytest
 from shapflow.config import (
     DataConfig,
     DiffusionConfig,
+    LoraConfig,
     ModelConfig,
     PruneConfig,
     SampleConfig,
@@ -28,7 +29,7 @@ from shapflow.properties.diversity import load_diversity_property
 from shapflow.properties.inception_score import load_inception_property
 from shapflow.shapley import estimate
 from shapflow.shapley.samplers import sample_all
-from shapflow.studies import LoraRecipe, build_latent_study, build_lora_study
+from shapflow.studies import build_latent_study, build_lora_study
 from shapflow.tiny import SMOKE_LABEL, tiny_images, write_tiny_assets
 
 STEPS = TrainConfig(steps=2, batch_size=4, lr=1e-3)
@@ -91,7 +92,7 @@ def test_artworks_smoke_chain(tmp_path):
     pixels = type(pixels)(pixels.images, pixels.contributor, pixels.names[:3], pixels.info[:3])
     scorer = load_aesthetic_property(assets["clip_vit_l14"], assets["laion_aesthetic_head"])
     cfg = _cfg("artworks", 8, 4)
-    recipe = LoraRecipe(rank=4, lora_param_fraction_kept=0.5, guidance_scale=2.0)
+    recipe = LoraConfig(rank=4, lora_param_fraction_kept=0.5, guidance_scale=2.0)
     study = build_lora_study(cfg, pixels, load_sd_components(assets["stable_diffusion"]), scorer, recipe,
                              latents_folder=str(tmp_path / "latents"))
     assert study.prune_report["lora_rank_after"] == 2
