@@ -27,8 +27,20 @@ from shapflow.prune import prune_unet
 from shapflow.sample import sample
 from shapflow.train import sampling_state, train
 
-__all__ = ["STAGE_ORDER", "CoalitionResult", "Models", "Store", "Study", "load_models", "load_scorer", "load_study",
-           "optimize_for", "train_stage", "train_stages"]
+__all__ = [
+    "STAGE_ORDER",
+    "CoalitionResult",
+    "Models",
+    "Store",
+    "Study",
+    "load_models",
+    "load_scorer",
+    "load_study",
+    "optimize_for",
+    "timed_score",
+    "train_stage",
+    "train_stages",
+]
 
 
 @dataclass
@@ -74,6 +86,17 @@ def train_stage(start: UNet2DModel, data: ContributorDataset, recipe: TrainConfi
     return Models(result.model, result.ema, sampling_state(result, recipe))
 
 
+def timed_score(scorer: Property, generate: Callable[[], torch.Tensor]) -> tuple[float, dict[str, float],
+                                                                                torch.Tensor, dict[str, float]]:
+    """(utility, properties, images, timings): generate an image set, score it, time both steps."""
+    start = time.perf_counter()
+    images = generate()
+    sampled = time.perf_counter()
+    properties = scorer.score_all(images)
+    timings = {"sample_seconds": sampled - start, "score_seconds": time.perf_counter() - sampled}
+    return scorer.utility(properties[scorer.name]), properties, images, timings
+
+
 @dataclass
 class Study:
     """Everything a coalition evaluation needs, prepared once per use case."""
@@ -88,12 +111,7 @@ class Study:
 
     def score(self, model: UNet2DModel) -> tuple[float, dict[str, float], torch.Tensor, dict[str, float]]:
         """(utility, properties, images, timings) of a model's generated image set."""
-        start = time.perf_counter()
-        images = self.sample_full(model)
-        sampled = time.perf_counter()
-        properties = self.scorer.score_all(images)
-        timings = {"sample_seconds": sampled - start, "score_seconds": time.perf_counter() - sampled}
-        return self.scorer.utility(properties[self.scorer.name]), properties, images, timings
+        return timed_score(self.scorer, lambda: self.sample_full(model))
 
     def sample_full(self, model: UNet2DModel | None = None, num_images: int | None = None) -> torch.Tensor:
         """Images (N, C, H, W) in [-1, 1] of ``model`` (default: the full model's sampling weights)."""

@@ -35,7 +35,7 @@ from shapflow.models.sd_lora import (
     set_lora_state,
 )
 from shapflow.models.unet import build_unet
-from shapflow.pipeline import CoalitionResult, Store, Study, optimize_for, train_stages
+from shapflow.pipeline import CoalitionResult, Store, Study, optimize_for, timed_score, train_stages
 from shapflow.properties import Property
 from shapflow.prune_lora import prune_lora_ranks
 from shapflow.sample import sample
@@ -101,12 +101,7 @@ class LoraStudy:
     def score(self, denoiser: CaptionConditionedDenoiser) -> tuple[float, dict[str, float], torch.Tensor,
                                                                     dict[str, float]]:
         """(utility, properties, images, timings) of a denoiser's generated image set."""
-        start = time.perf_counter()
-        images = self.sample_full(denoiser)
-        sampled = time.perf_counter()
-        properties = self.scorer.score_all(images)
-        timings = {"sample_seconds": sampled - start, "score_seconds": time.perf_counter() - sampled}
-        return self.scorer.utility(properties[self.scorer.name]), properties, images, timings
+        return timed_score(self.scorer, lambda: self.sample_full(denoiser))
 
     def sample_full(self, denoiser: CaptionConditionedDenoiser | None = None,
                     num_images: int | None = None) -> torch.Tensor:
