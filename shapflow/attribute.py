@@ -52,9 +52,9 @@ from shapflow.tracking import (
     utilities_table,
 )
 
-__all__ = ["SMOKE_TAG", "TINY_OVERRIDES", "AttributeResult", "Driver", "Request", "estimate_from_table", "load_config",
-           "masks_of", "parse_request", "plan", "reestimate", "report_from_table", "run_attribute", "run_stages",
-           "score_models", "split_overrides"]
+__all__ = ["SMOKE_TAG", "TINY_OVERRIDES", "AttributeResult", "Driver", "Request", "design_rows", "estimate_from_table",
+           "load_config", "masks_of", "parse_request", "plan", "reestimate", "report_from_table", "run_attribute",
+           "run_stages", "score_models", "split_overrides"]
 
 # A seconds-long smoke configuration of the digits use cases (tests, demos): tiny trainings and samples.
 TINY_OVERRIDES = ("train.steps=30", "train.warmup_steps=2", "train.batch_size=32", "finetune.steps=5",
@@ -237,17 +237,32 @@ class Driver:
     def forecast(self) -> str:
         """The estimator's convergence forecast on the utilities logged so far (shown next to the ETA)."""
         try:
-            result = estimate_from_table(utilities_table(self.tracker, self.study_id), self.request.method)
+            result = estimate_from_table(utilities_table(self.tracker, self.study_id), self.request.method,
+                                         plan(self.request).masks)
         except (ValueError, KeyError, np.linalg.LinAlgError):
             return "forecast: too few coalitions yet"
         ok, more = convergence(result)
         return "converged" if ok else ("forecast: unknown" if more < 0 else f"~{more} more coalitions to converge")
 
 
-def estimate_from_table(table: pd.DataFrame, method: str) -> ShapleyResult:
-    """Values from a utilities table: endpoint rows give v0 and v1, coalition rows (sampler order) the rest."""
-    ends = table[table["stage"] == "endpoint"].set_index("coalition_id")["utility"]
+def design_rows(table: pd.DataFrame, planned: np.ndarray | None) -> pd.DataFrame:
+    """The coalition rows of ``planned`` masks (in plan order, repeats kept; not-yet-run masks left out).
+
+    A study's table holds every coalition any design evaluated for it (runs are shared by mask), so an
+    estimator must read only its own design's rows. ``planned=None``: every coalition row.
+    """
     rows = table[table["stage"] == "coalition"]
+    if planned is None:
+        return rows
+    by_mask = rows.drop_duplicates("mask").set_index("mask", drop=False)
+    wanted = [_bits(mask) for mask in planned]
+    return by_mask.loc[[m for m in wanted if m in by_mask.index]].reset_index(drop=True)
+
+
+def estimate_from_table(table: pd.DataFrame, method: str, planned: np.ndarray | None = None) -> ShapleyResult:
+    """Values from a utilities table: endpoint rows give v0 and v1, the design's coalition rows the rest."""
+    ends = table[table["stage"] == "endpoint"].set_index("coalition_id")["utility"]
+    rows = design_rows(table, planned)
     return estimate(masks_of(rows), rows["utility"].to_numpy(float), method, v0=float(ends["v0"]),
                     v1=float(ends["v1"]))
 
@@ -345,7 +360,8 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
     if batch is not None:
         return AttributeResult(parent, tracker.experiment_id, study_id, pd.DataFrame(), "", evaluated)
     folder = workdir / "report"
-    values, frame = report_from_table(utilities_table(tracker, study_id), cfg.name, request.method, folder)
+    values, frame = report_from_table(utilities_table(tracker, study_id), cfg.name, request.method, folder,
+                                      plan(request).masks)
     full_images = study.sample_full(num_images=64)
     image_grid(full_images, folder / "samples_full.png")
     tracker.call("log_artifacts", parent, str(folder))
@@ -357,13 +373,15 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
     return AttributeResult(parent, tracker.experiment_id, study_id, frame, run.info.artifact_uri, evaluated)
 
 
-def report_from_table(table: pd.DataFrame, title: str, method: str, folder: Path) -> tuple[ShapleyResult, pd.DataFrame]:
+def report_from_table(table: pd.DataFrame, title: str, method: str, folder: Path,
+                      planned: np.ndarray | None = None) -> tuple[ShapleyResult, pd.DataFrame]:
     """Values by ``method`` from a utilities table, written with their plots into ``folder``: (result, values table).
 
-    Contributor names come from the v1 (grand coalition) row, which lists everyone in index order.
+    ``planned``: the design's masks (see ``design_rows``). Contributor names come from the v1 (grand
+    coalition) row, which lists everyone in index order.
     """
-    values = estimate_from_table(table, method)
-    rows = table[table["stage"] == "coalition"]
+    values = estimate_from_table(table, method, planned)
+    rows = design_rows(table, planned)
     ends = table[table["stage"] == "endpoint"].set_index("coalition_id")
     curve = convergence_curve(masks_of(rows), rows["utility"].to_numpy(float), float(ends.loc["v0", "utility"]),
                               float(ends.loc["v1", "utility"]), method)

@@ -25,7 +25,11 @@ def initial_noise(cfg: SampleConfig, shape: tuple[int, int, int], num_images: in
 @torch.no_grad()
 def sample(model: UNet2DModel, cfg: SampleConfig, diffusion: DiffusionConfig, *,
            num_images: int | None = None) -> torch.Tensor:
-    """Generate images in [-1, 1], (N, C, H, W), with DDIM (eta from config; eta=0 is deterministic)."""
+    """Generate images in [-1, 1], (N, C, H, W), on the CPU, with DDIM on the model's device.
+
+    eta from config; eta=0 is deterministic. The noise is drawn on the CPU, so every device starts
+    from the same numbers.
+    """
     scheduler = DDIMScheduler(num_train_timesteps=diffusion.num_train_timesteps, beta_start=diffusion.beta_start,
                               beta_end=diffusion.beta_end, beta_schedule=diffusion.beta_schedule,
                               prediction_type="epsilon",
@@ -37,10 +41,12 @@ def sample(model: UNet2DModel, cfg: SampleConfig, diffusion: DiffusionConfig, *,
     was_training = model.training
     model.eval()
     outputs = []
+    device = next(model.parameters()).device
     for x in noise.split(cfg.batch_size):
+        x = x.to(device)
         for t in scheduler.timesteps:
             eps = model(x, t).sample
             x = scheduler.step(eps, t, x, eta=cfg.eta, generator=step_generator).prev_sample
-        outputs.append(x.clamp(-1.0, 1.0))
+        outputs.append(x.clamp(-1.0, 1.0).cpu())
     model.train(was_training)
     return torch.cat(outputs)

@@ -9,6 +9,7 @@ All randomness comes from one seeded generator, so a run is deterministic on CPU
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from shapflow.config import DiffusionConfig, TrainConfig
 from shapflow.data import ContributorDataset
 
-__all__ = ["TrainResult", "ddpm_scheduler", "diffusion_loss", "sampling_state", "train"]
+__all__ = ["Member", "TrainResult", "ddpm_scheduler", "diffusion_loss", "sampling_state", "train", "train_many"]
 
 
 @dataclass
@@ -45,9 +46,14 @@ def _antithetic_timesteps(batch: int, steps: int, generator: torch.Generator) ->
 
 def diffusion_loss(model: UNet2DModel, x0: torch.Tensor, scheduler: DDPMScheduler,
                    generator: torch.Generator) -> torch.Tensor:
-    """Epsilon-prediction MSE on a batch x0 (B, C, H, W) with antithetic timesteps."""
+    """Epsilon-prediction MSE on a batch x0 (B, C, H, W) with antithetic timesteps.
+
+    The timesteps and noise come from ``generator`` on the CPU, then move to x0's device, so a seed
+    draws the same numbers on every device.
+    """
     t = _antithetic_timesteps(x0.shape[0], scheduler.config.num_train_timesteps, generator)
     noise = torch.randn(x0.shape, generator=generator)
+    t, noise = t.to(x0.device), noise.to(x0.device)
     x_t = scheduler.add_noise(x0, noise, t)
     return torch.nn.functional.mse_loss(model(x_t, t).sample, noise)
 
@@ -74,54 +80,153 @@ def _batches(n_items: int, batch_size: int, generator: torch.Generator):
         buffer = buffer[batch_size:]
 
 
+@dataclass
+class Member:
+    """One model to train in a ``train_many`` batch: its start weights, its data and its recipe seed."""
+
+    model: UNet2DModel
+    data: ContributorDataset
+    seed: int
+    ema_init: dict[str, torch.Tensor] | None = None
+
+
+class _Single:
+    """One module trained as is (the default path: no vmap, torch's own gradient clipping)."""
+
+    def __init__(self, model: UNet2DModel) -> None:
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def losses(self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(self.model(x_t[0], t[0]).sample, noise[0])[None]
+
+    def clip(self, max_norm: float) -> None:
+        torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def results(self, ema: dict[str, torch.Tensor] | None, losses: list[list[float]]) -> list[TrainResult]:
+        return [TrainResult(self.model, ema, losses[0])]
+
+
+class _Stacked:
+    """K architecture-equal modules trained in lockstep: parameters stacked on a leading member axis,
+    the forward pass vmapped, so one kernel serves every member (small models on a GPU stop being
+    launch-bound). AdamW, EMA and the loss are elementwise per member; clipping is per member."""
+
+    def __init__(self, models: list[UNet2DModel]) -> None:
+        self.models = models
+        params, self.buffers = torch.func.stack_module_state(models)
+        self.named = {name: value.detach().clone().requires_grad_(True) for name, value in params.items()}
+        self.params = list(self.named.values())
+        self.base = copy.deepcopy(models[0]).to("meta")
+
+    def losses(self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        def one(params, buffers, x, steps):
+            return torch.func.functional_call(self.base, (params, buffers), (x, steps)).sample
+
+        predicted = torch.func.vmap(one)(self.named, self.buffers, x_t, t)
+        return (predicted - noise).pow(2).flatten(1).mean(1)
+
+    def clip(self, max_norm: float) -> None:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {**self.named, **self.buffers}
+
+    def results(self, ema: dict[str, torch.Tensor] | None, losses: list[list[float]]) -> list[TrainResult]:
+        out = []
+        for k, model in enumerate(self.models):
+            with torch.no_grad():
+                model.load_state_dict({name: value[k] for name, value in self.state().items()})
+            member_ema = None if ema is None else {name: value[k].clone() for name, value in ema.items()}
+            out.append(TrainResult(model, member_ema, losses[k]))
+        return out
+
+
 def train(model: UNet2DModel, data: ContributorDataset, cfg: TrainConfig, diffusion: DiffusionConfig, *,
           ema_init: dict[str, torch.Tensor] | None = None, progress: bool = False, desc: str = "train") -> TrainResult:
-    """Train ``model`` in place on ``data`` for ``cfg.steps`` steps.
+    """Train ``model`` in place on ``data`` for ``cfg.steps`` steps, on the device its weights are on.
 
     ``ema_init`` is the upstream EMA state, used only when ``cfg.ema.init == "continue"``; with
     ``init == "fresh"`` the EMA starts from the weights ``model`` has now.
     """
-    if cfg.ema.init == "continue" and cfg.ema.decay > 0 and ema_init is None:
-        raise ValueError("ema.init=continue needs the upstream model's EMA weights; the loaded model has none "
-                         "(train upstream with ema.decay > 0, or use ema.init=fresh)")
-    generator = torch.Generator().manual_seed(cfg.seed)
+    return train_many([Member(model, data, cfg.seed, ema_init)], cfg, diffusion, progress=progress, desc=desc)[0]
+
+
+def train_many(members: list[Member], cfg: TrainConfig, diffusion: DiffusionConfig, *, progress: bool = False,
+               desc: str = "train") -> list[TrainResult]:
+    """Train each member's model in place with recipe ``cfg`` (its own seed and data), all in one loop.
+
+    Member k draws its batches, timesteps and noise from its own generator seeded ``members[k].seed``
+    in the same order as a lone ``train``, so it ends where a lone run ends (up to float rounding).
+    More than one member needs architecture-equal models on one device and runs them stacked.
+    """
+    for member in members:
+        if cfg.ema.init == "continue" and cfg.ema.decay > 0 and member.ema_init is None:
+            raise ValueError("ema.init=continue needs the upstream model's EMA weights; the loaded model has none "
+                             "(train upstream with ema.decay > 0, or use ema.init=fresh)")
+    device = next(members[0].model.parameters()).device
+    trainee = _Single(members[0].model) if len(members) == 1 else _Stacked([m.model for m in members])
+    generators = [torch.Generator().manual_seed(m.seed) for m in members]
+    batches = [_batches(len(m.data), cfg.batch_size, g) for m, g in zip(members, generators, strict=True)]
+    images = [m.data.images.to(device) for m in members]
     scheduler = ddpm_scheduler(diffusion)
-    params = [p for p in model.parameters() if p.requires_grad]
+    steps = scheduler.config.num_train_timesteps
     optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = optimizer_cls(trainee.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
-    ema = _init_ema(model, cfg, ema_init)
-    batches = _batches(len(data), cfg.batch_size, generator)
-    losses: list[float] = []
-    model.train()
+    ema = _init_ema(trainee.state(), cfg, members)
+    losses: list[list[float]] = [[] for _ in members]
+    for m in members:
+        m.model.train()
     for _ in tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=False):
-        loss = diffusion_loss(model, data.images[next(batches)], scheduler, generator)
+        x0, t, noise = [], [], []
+        # each member draws in the order of a lone run: batch indices, timesteps, noise
+        for source, batch, generator in zip(images, batches, generators, strict=True):
+            index = next(batch)
+            t.append(_antithetic_timesteps(cfg.batch_size, steps, generator))
+            noise.append(torch.randn((cfg.batch_size, *source.shape[1:]), generator=generator))
+            x0.append(source[index.to(device)])
+        x0, t, noise = torch.stack(x0), torch.stack(t).to(device), torch.stack(noise).to(device)
+        x_t = scheduler.add_noise(x0.flatten(0, 1), noise.flatten(0, 1), t.flatten()).view_as(x0)
+        loss = trainee.losses(x_t, t, noise)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            trainee.clip(cfg.grad_clip)
         optimizer.step()
         lr_schedule.step()
         if ema is not None:
-            _update_ema(ema, model, cfg.ema.decay)
-        losses.append(loss.item())
-    model.eval()
-    return TrainResult(model, ema, losses)
+            _update_ema(ema, trainee.state(), cfg.ema.decay)
+        for k, value in enumerate(loss.detach().cpu().tolist()):
+            losses[k].append(value)
+    for m in members:
+        m.model.eval()
+    return trainee.results(ema, losses)
 
 
-def _init_ema(model: UNet2DModel, cfg: TrainConfig, ema_init: dict[str, torch.Tensor] | None):
+def _init_ema(state: dict[str, torch.Tensor], cfg: TrainConfig, members: list[Member]):
+    """The EMA weights at step 0, shaped like ``state`` (stacked when several members train)."""
     if cfg.ema.decay == 0:
         return None
-    if cfg.ema.init == "continue":
-        return {k: v.detach().clone() for k, v in ema_init.items()}
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if cfg.ema.init == "fresh":
+        return {k: v.detach().clone() for k, v in state.items()}
+    if len(members) == 1:
+        return {k: v.detach().clone() for k, v in members[0].ema_init.items()}
+    return {k: torch.stack([m.ema_init[k] for m in members]).to(state[k].device) for k in state}
 
 
 @torch.no_grad()
-def _update_ema(ema: dict[str, torch.Tensor], model: UNet2DModel, decay: float) -> None:
-    for name, value in model.state_dict().items():
+def _update_ema(ema: dict[str, torch.Tensor], state: dict[str, torch.Tensor], decay: float) -> None:
+    for name, value in state.items():
         if value.is_floating_point():
-            ema[name].lerp_(value, 1.0 - decay)
+            ema[name].lerp_(value.detach(), 1.0 - decay)
         else:
             ema[name].copy_(value)
 

@@ -66,5 +66,5 @@ class ContributorDataset:
                              f"got shape {mask.shape}")
         if not mask.any():
             raise ValueError("the empty coalition has no data: its utility is v0, not a training run")
-        keep = torch.from_numpy(mask)[self.contributor]
+        keep = torch.from_numpy(mask.copy())[self.contributor]
         return ContributorDataset(self.images[keep], self.contributor[keep], self.names, self.info)
