@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from shapflow.config import ConfigError
+from shapflow.evaluate_cli import evaluate_group
 from shapflow.scaleout_cli import executor_options, register
 from shapflow.shapley import DEFAULT_METHOD, METHODS
 
@@ -278,6 +279,7 @@ def assets_check(use_case: str, config: str | None, overrides: str, tiny: bool) 
 
 
 register(main, attribute_options, _request)  # shapflow server / shapflow coalitions (scale-out)
+main.add_command(evaluate_group)  # shapflow evaluate lds / counterfactual
 
 if __name__ == "__main__":
     sys.exit(main())

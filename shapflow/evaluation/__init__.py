@@ -1,0 +1,1 @@
+"""Evaluation against retrained ground truth: LDS, counterfactual removal, and the baselines."""

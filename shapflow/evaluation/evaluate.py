@@ -1,0 +1,229 @@
+"""The evaluation driver: every method's values, the retrained ground truth, LDS and counterfactual tables.
+
+One ``evaluate`` run (parent) holds the stage runs it had to compute, the ``method`` runs, and the
+retraining runs it had to compute (each reused by every later evaluation of the use case). Outputs:
+``evaluation.csv``/``.md`` (every method: LDS with its CIs, counterfactual changes, agreement with the
+documented degradation levels, compute), LDS scatter plots, and the ``--json`` summary.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shapflow.attribute import load_config, score_models
+from shapflow.config import ConfigError, UseCaseConfig
+from shapflow.evaluation import lds as L
+from shapflow.evaluation.groundtruth import bits
+from shapflow.evaluation.methods import (
+    RETRAIN_METHODS,
+    STUDY_METHODS,
+    MethodValues,
+    all_method_names,
+    baseline_methods,
+    retrain_jobs,
+    retrain_methods,
+    study_methods,
+)
+from shapflow.evaluation.plans import counterfactual_jobs, counterfactual_masks, heldout_jobs
+from shapflow.evaluation.runs import Retrained, ensure_retrained
+from shapflow.evaluation.tables import results_frame, scatter_plots, write_json, write_tables
+from shapflow.pipeline import Study, load_study
+from shapflow.tracking import STAGE_TAG, USE_CASE_TAG, TrackedStore, Tracker, open_tracker
+
+__all__ = ["EvalRequest", "Evaluation", "evaluate", "parse_eval_request"]
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """A validated evaluation: config, held-out design (alpha, count, seeds), counterfactual fraction, where
+    retrainings run (device, stack) or travel (export / ingest files), worker processes for sFT studies."""
+
+    cfg: UseCaseConfig
+    use_case: str
+    overrides: str
+    alpha: float
+    count: int
+    seeds: tuple[int, ...]
+    fraction: float
+    workers: int
+    budget: int | None
+    device: str
+    stack: int
+    methods: tuple[str, ...] = ()
+    ingest: tuple[Path, ...] = ()
+    export: Path | None = None
+    experiment: str = ""
+
+
+def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: float = 0.5, count: int = 48,
+                       seeds: int = 3, fraction: float = 0.4, workers: int = 0, budget: int | None = None,
+                       device: str = "cpu", stack: int = 1, methods: str = "",
+                       ingest: tuple[Path, ...] = (), export: Path | None = None,
+                       experiment: str | None = None) -> EvalRequest:
+    """Check every parameter before anything runs; ConfigError names the bad one and the fix."""
+    cfg = load_config(use_case, overrides)
+    if cfg.model.family != "pixel":
+        raise ConfigError(f"use_case={use_case}: evaluation retrains pixel use cases only (model.family="
+                          f"{cfg.model.family}); its retrainings would cost {cfg.name}'s full training each")
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"alpha={alpha} is invalid: use a fraction of contributors in (0, 1), e.g. 0.5")
+    if count < 3:
+        raise ConfigError(f"count={count} is invalid: LDS needs at least 3 held-out coalitions (48 recommended)")
+    if seeds < 1:
+        raise ConfigError(f"seeds={seeds} is invalid: retrain each held-out coalition with at least 1 seed")
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"fraction={fraction} is invalid: remove a fraction in (0, 1) of contributors, e.g. 0.4")
+    if stack < 1:
+        raise ConfigError(f"stack={stack} is invalid: train at least one model at a time")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device} is invalid here: torch sees no CUDA device; use cpu, or "
+                              "--export-jobs and run the job file on a GPU machine")
+    elif device != "cpu":
+        raise ConfigError(f"device={device!r} is invalid: use cpu or cuda[:N]")
+    for path in ingest:
+        if not Path(path).is_file():
+            raise ConfigError(f"ingest={path} is invalid: no such results file")
+    known = all_method_names()
+    chosen = tuple(m for m in (part.strip() for part in methods.replace(",", " ").split()) if m)
+    unknown = [m for m in chosen if m not in known]
+    if unknown:
+        raise ConfigError(f"methods={','.join(unknown)} is invalid: choose from {', '.join(known)}")
+    train_seeds = tuple(cfg.train.seed + s for s in range(seeds))
+    if budget is not None and budget <= 0:
+        budget = None  # the MLproject default: 10 n
+    return EvalRequest(cfg, use_case, overrides, alpha, count, train_seeds, fraction, workers, budget, device, stack,
+                       chosen or known, tuple(Path(p) for p in ingest), export, experiment or cfg.name)
+
+
+@dataclass
+class Evaluation:
+    """What an evaluate run produced: its run id, the results table, and its output folder (local copy)."""
+
+    run_id: str
+    frame: pd.DataFrame
+    folder: Path
+    methods: list[MethodValues] = field(repr=False, default_factory=list)
+
+
+def _ensure(tracker: Tracker, req: EvalRequest, study: Study, jobs, parent: str, progress: bool):
+    return ensure_retrained(tracker, req.cfg, study.data, study.scorer, jobs, parent=parent, device=req.device,
+                            stack=req.stack, results=req.ingest, export=req.export, progress=progress)
+
+
+def _truth(outcomes: dict[str, Retrained], jobs, masks: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
+    """(n_seeds, m) retrained utilities of the held-out coalitions (NaN where a run is missing)."""
+    by = {(job.mask, job.seed): outcomes[job.key].utility for job in jobs if job.key in outcomes}
+    return np.array([[by.get((bits(m), s), np.nan) for m in masks] for s in seeds])
+
+
+def _counterfactual(outcomes: dict[str, Retrained], cfg: UseCaseConfig, methods: list[MethodValues],
+                    fraction: float, seeds: tuple[int, ...], version: str) -> dict[str, dict[str, tuple[float, float]]]:
+    """{method: {"remove_top": (mean %, ci), "keep_top": (mean %, ci)}}: relative change vs the full retraining."""
+    jobs = counterfactual_jobs(cfg, {m.name: m.values for m in methods}, fraction, seeds, version)
+    by = {(job.mask, job.seed): outcomes[job.key].utility for job in jobs}
+    n = len(methods[0].values)
+    before = np.array([by[(bits(np.ones(n, bool)), s)] for s in seeds])
+    share = round(100 * fraction)
+    out = {}
+    for method in methods:
+        masks = counterfactual_masks(method.values, fraction)
+        out[method.name] = {f"{kind}_top{share}": L.relative_change(before, np.array([by[(bits(mask), s)]
+                                                                                        for s in seeds]))
+                            for kind, mask in masks.items()}
+    return out
+
+
+def evaluate(req: EvalRequest, *, counterfactual: bool = False, uri: str | None = None, out: Path | None = None,
+             json_path: Path | None = None, progress: bool = True) -> Evaluation:
+    """Run (or resume) an evaluation; ``counterfactual`` adds the removal retrainings and their columns."""
+    tracker = open_tracker(req.experiment, uri)
+    kind = "counterfactual" if counterfactual else "lds"
+    parent = tracker.start(f"evaluate · {req.cfg.name} · {kind}", {STAGE_TAG: "evaluate", USE_CASE_TAG: req.cfg.name})
+    try:
+        with tempfile.TemporaryDirectory(prefix="shapflow-evaluate-") as workdir:
+            result = _evaluate(tracker, req, parent, Path(workdir), counterfactual, out, json_path, progress)
+    except BaseException as err:
+        tracker.end(parent, "KILLED" if isinstance(err, KeyboardInterrupt | SystemExit) else "FAILED")
+        raise
+    tracker.end(parent)
+    return result
+
+
+def _evaluate(tracker: Tracker, req: EvalRequest, parent: str, workdir: Path, counterfactual: bool,
+              out: Path | None, json_path: Path | None, progress: bool) -> Evaluation:
+    cfg = req.cfg
+    store = TrackedStore(tracker, workdir, parent=parent, score=score_models)
+    study = load_study(cfg, store=store, progress=progress)
+    version, n = store.version, study.data.n_contributors
+    tracker.log(parent, params={"use_case": cfg.name, "alpha": req.alpha, "count": req.count,
+                                "seeds": ",".join(map(str, req.seeds)), "fraction": req.fraction,
+                                "device": req.device, "code_version": version})
+    methods = study_methods(tracker, study, use_case=req.use_case, overrides=req.overrides, workers=req.workers,
+                            sft_budget=req.budget, names=tuple(m for m in STUDY_METHODS if m in req.methods),
+                            progress=progress)
+    methods += baseline_methods(tracker, study, store.runs["full"], version, parent, wanted=req.methods)
+    masks, heldout = heldout_jobs(cfg, n, req.alpha, req.count, req.seeds, version)
+    with_retrain = bool(set(RETRAIN_METHODS) & set(req.methods))
+    early = heldout + (retrain_jobs(study, req.seeds, version) if with_retrain else [])
+    if counterfactual:  # plan what is known now, so one exported job file holds as much as possible
+        early += counterfactual_jobs(cfg, {m.name: m.values for m in methods}, req.fraction, req.seeds, version)
+    outcomes = _ensure(tracker, req, study, early, parent, progress)
+    if with_retrain:
+        methods += [m for m in retrain_methods(study, outcomes, req.seeds, version, req.budget)
+                    if m.name in req.methods]
+    changes = None
+    if counterfactual:
+        late = counterfactual_jobs(cfg, {m.name: m.values for m in methods}, req.fraction, req.seeds, version)
+        outcomes = _ensure(tracker, req, study, late, parent, progress)
+        changes = _counterfactual(outcomes, cfg, methods, req.fraction, req.seeds, version)
+    truth = _truth(outcomes, heldout, masks, req.seeds)
+    return _report(tracker, parent, study, methods, masks, truth, changes, out or workdir / "evaluation",
+                   json_path)
+
+
+def _report(tracker: Tracker, parent: str, study: Study, methods: list[MethodValues], masks: np.ndarray,
+            truth: np.ndarray, changes: dict | None, folder: Path, json_path: Path | None) -> Evaluation:
+    """LDS of every method, the noise floor, the size-only predictor; tables, plots, JSON; logged."""
+    folder.mkdir(parents=True, exist_ok=True)
+    results = [L.lds(m.values, masks, truth, method=m.name) for m in methods]
+    floor = L.random_floor(masks, truth)
+    size = L.size_only(masks, truth)
+    reference = _degradation_reference(study)
+    extra = {m.name: {"compute": m.compute, **_quality_columns(m.values, reference)} for m in methods}
+    frame = results_frame(results, floor, size, changes, extra)
+    csv_path, md_path = write_tables(frame, folder, stem="evaluation")
+    scatter_plots({m.name: masks.astype(float) @ m.values for m in methods}, truth, folder / "scatter")
+    if json_path is not None:
+        write_json(json_path, results, floor, size)
+        tracker.call("log_artifact", parent, str(json_path))
+    tracker.call("log_artifacts", parent, str(folder))
+    metrics = {f"lds.{r.method}": r.mean for r in results if np.isfinite(r.mean)}
+    tracker.log(parent, metrics={**metrics, "lds.random_mean": floor.mean, "lds.random_half_width": floor.half_width})
+    print(f"shapflow: evaluation tables {csv_path}, {md_path}", file=sys.stderr)
+    return Evaluation(parent, frame, folder, methods)
+
+
+def _degradation_reference(study: Study) -> np.ndarray | None:
+    """Minus the documented degradation levels (higher = better), when every contributor documents one."""
+    info = study.data.info
+    if info and all("degradation" in i for i in info):
+        return -np.array([float(i["degradation"]) for i in info])
+    return None
+
+
+def _quality_columns(values: np.ndarray, reference: np.ndarray | None, k: int = 3) -> dict[str, float]:
+    """Spearman with minus the degradation levels, and the ranks (1 = best) a method gives the k most degraded."""
+    if reference is None:
+        return {}
+    ranks = L.worst_ranks(values, reference, k)
+    return {"degradation_spearman": L.rank_agreement(values, reference),
+            **{f"worst{i + 1}_rank": float(r) for i, r in enumerate(ranks)}}

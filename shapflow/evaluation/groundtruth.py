@@ -1,0 +1,143 @@
+"""Ground truth: coalitions RETRAINED from scratch with the full-training recipe, and what they score.
+
+A retraining is a ``RetrainJob``: a coalition mask, a training seed, and why it is needed (``purpose``:
+held-out coalitions for LDS, counterfactual removals, leave-one-out, ...). Its identity ``key`` covers
+what defines its output (the full-training stage key, sampling, property, mask, seed, code version), so
+every method evaluated on a use case reuses the same runs. ``run_jobs`` trains jobs in stacks of
+architecture-equal models (``train_many``: one vmapped loop, which is what makes hundreds of small
+retrainings cheap on a GPU), samples each with the use case's fixed seeds and scores it. Nothing here
+talks to MLflow: ``shapflow.evaluation.runs`` logs outcomes, ``shapflow.evaluation.worker`` runs a job
+file where no tracking server is reachable.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from shapflow.config import UseCaseConfig, stage_key
+from shapflow.data import ContributorDataset
+from shapflow.models import build_unet
+from shapflow.properties import Property
+from shapflow.sample import sample
+from shapflow.shapley import SAMPLERS
+
+__all__ = ["ALPHAS", "RetrainJob", "RetrainOutcome", "bits", "heldout_masks", "job_key", "mask_of", "run_jobs"]
+
+ALPHAS = (0.25, 0.5, 0.75)
+HELDOUT_SEED = 20_250_124  # held-out coalitions never coincide with a sampler's default stream (seed 0)
+
+
+@dataclass(frozen=True)
+class RetrainJob:
+    """One retraining from scratch: coalition ``mask`` ("0110..."), training ``seed``, ``purpose``, identity."""
+
+    key: str
+    mask: str
+    seed: int
+    purpose: str
+
+
+@dataclass
+class RetrainOutcome:
+    """What a retrained coalition scores: utility, every property, timings (s) and its first images."""
+
+    job: RetrainJob
+    utility: float
+    properties: dict[str, float]
+    timings: dict[str, float]
+    device: str
+    images: torch.Tensor | None = field(default=None, repr=False)
+
+    def as_record(self) -> dict:
+        """A JSON-able line for a results file (images dropped)."""
+        return {"job": asdict(self.job), "utility": self.utility, "properties": self.properties,
+                "timings": self.timings, "device": self.device}
+
+
+def bits(mask: np.ndarray) -> str:
+    """A bool mask as "0101..." (the form runs log and job files carry)."""
+    return "".join("1" if m else "0" for m in np.asarray(mask, dtype=bool))
+
+
+def mask_of(text: str) -> np.ndarray:
+    """The bool mask of a "0101..." string."""
+    if not text or set(text) - {"0", "1"}:
+        raise ValueError(f"mask {text!r} is invalid: write one 0/1 per contributor")
+    return np.array([c == "1" for c in text], dtype=bool)
+
+
+def heldout_masks(n: int, alpha: float, count: int, seed: int = HELDOUT_SEED) -> np.ndarray:
+    """``count`` distinct coalitions of round(alpha n) contributors, (count, n) bool, prefix-stable in count."""
+    return SAMPLERS["alpha"](n, count, seed, alpha=alpha).masks
+
+
+def job_key(cfg: UseCaseConfig, mask: str, seed: int, version: str) -> str:
+    """The identity of a retraining: what trains it (data, model, recipe), samples and scores it, mask, seed."""
+    from shapflow.tracking import identity
+
+    return identity("retrain", stage_key(cfg, "full"), stage_key(cfg, "sampling"), stage_key(cfg, "property"),
+                    mask, int(seed), version)
+
+
+def _retrain_stack(cfg: UseCaseConfig, data: ContributorDataset, jobs: list[RetrainJob], device: torch.device,
+                   progress: bool) -> list:
+    """Train the models of ``jobs`` from scratch, stacked in one loop; their sampling weights, in job order."""
+    from shapflow.train import Member, sampling_state, train_many
+
+    members = [Member(build_unet(cfg.model, seed=job.seed).to(device), data.subset(mask_of(job.mask)), job.seed)
+               for job in jobs]
+    results = train_many(members, cfg.train, cfg.diffusion, progress=progress, desc=f"retrain x{len(jobs)}")
+    models = []
+    for result in results:
+        model = copy.deepcopy(result.model)
+        model.load_state_dict(sampling_state(result, cfg.train))
+        models.append(model.eval())
+    return models
+
+
+def run_jobs(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, jobs: list[RetrainJob], *,
+             device: str = "cpu", stack: int = 1, progress: bool = False,
+             keep_images: int = 64) -> Iterator[RetrainOutcome]:
+    """Retrain, sample and score ``jobs``, ``stack`` at a time; yields each outcome as its stack finishes.
+
+    ``stack`` > 1 trains that many models together (vmapped): on a GPU this turns hundreds of small,
+    launch-bound trainings into a few large ones; on a CPU one at a time is about as fast.
+    """
+    if cfg.model.family != "pixel":
+        raise ValueError(f"ground-truth retraining supports model.family=pixel, not {cfg.model.family!r}: "
+                         "retrain latent/LoRA coalitions with Study.evaluate(mask, method='retrain')")
+    if cfg.kernels != "eager" and stack > 1:
+        raise ValueError("stacked retraining runs eager PyTorch: set kernels=eager or stack=1")
+    if stack < 1:
+        raise ValueError(f"stack={stack} is invalid: train at least one model at a time")
+    target = torch.device(device)
+    bar = tqdm(total=len(jobs), desc="retrainings", unit="run", disable=not progress)
+    for start in range(0, len(jobs), stack):
+        chunk = jobs[start:start + stack]
+        began = time.perf_counter()
+        models = _retrain_stack(cfg, data, chunk, target, progress)
+        train_seconds = (time.perf_counter() - began) / len(chunk)
+        for job, model in zip(chunk, models, strict=True):
+            began = time.perf_counter()
+            images = sample(model, cfg.sampling, cfg.diffusion)
+            sampled = time.perf_counter()
+            properties = scorer.score_all(images)
+            timings = {"train_seconds": train_seconds, "sample_seconds": sampled - began,
+                       "score_seconds": time.perf_counter() - sampled}
+            yield RetrainOutcome(job, scorer.utility(properties[scorer.name]), properties, timings,
+                                 _device_name(target), images[:keep_images])
+            bar.update(1)
+    bar.close()
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type

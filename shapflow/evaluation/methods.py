@@ -1,0 +1,189 @@
+"""Every attribution method an evaluation compares, as contributor values (higher = more valuable).
+
+- Coalition studies (tracked attribute runs, reused when a FINISHED one with the same design exists):
+  sFT-Shapley (Leverage SHAP), sFT leave-one-out, sFT Banzhaf (MSR), sFT datamodels, FT-Shapley at the
+  compute of the sFT-Shapley study.
+- Retraining-based (ground-truth-style runs): leave-one-out by retraining (mean over seeds) and
+  Shapley by retraining at the fewest coalitions its estimator accepts (equal compute would allow fewer;
+  the ``compute`` column says how much more it used).
+- Baselines: pixel / feature similarity (mean, max), the contributors' own property and classifier
+  confidence, the documented degradation level, TRAK and D-TRAK of the full model.
+Non-study methods are logged as ``method`` runs (values as metrics), get-or-run by their identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from shapflow.attribute import Request, parse_request, run_attribute
+from shapflow.config import stage_key
+from shapflow.evaluation.groundtruth import RetrainJob, bits
+from shapflow.evaluation.plans import coalition_cost, equal_compute_budget, loo_jobs, retrain_shapley_jobs
+from shapflow.evaluation.runs import Retrained
+from shapflow.pipeline import Study
+from shapflow.shapley import estimate, min_budget
+from shapflow.tracking import STAGE_TAG, USE_CASE_TAG, Tracker, identity
+
+__all__ = ["RETRAIN_METHODS", "STUDY_METHODS", "TRAK_METHODS", "MethodValues", "all_method_names", "baseline_methods",
+           "retrain_jobs", "retrain_methods", "study_methods"]
+
+# name -> (estimator, utility method); budgets: 10 n for sFT designs, equal compute for FT
+STUDY_METHODS: dict[str, tuple[str, str]] = {
+    "sft-shapley": ("leverage", "sft"),
+    "sft-loo": ("loo", "sft"),
+    "sft-banzhaf": ("banzhaf-msr", "sft"),
+    "sft-datamodels": ("datamodels", "sft"),
+    "ft-shapley": ("leverage", "ft"),
+}
+RETRAIN_METHODS = ("retrain-loo", "retrain-shapley")
+TRAK_METHODS = ("trak-mean", "dtrak-mean")
+METHOD_STAGE = "method"
+
+
+@dataclass(frozen=True)
+class MethodValues:
+    """One method's values (n,), its family (shapley | baseline | reference), its compute relative to the
+    sFT-Shapley study (NaN for methods with no coalition evaluations) and where the values come from."""
+
+    name: str
+    values: np.ndarray
+    family: str
+    compute: float
+    source: str
+
+
+def _values_of(metrics: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
+    return np.array([metrics[f"value.{name}"] for name in names], dtype=float)
+
+
+def _finished_study(tracker: Tracker, request: Request) -> dict[str, float] | None:
+    """Metrics of the newest FINISHED attribute run with the same config, estimator, budget and seed."""
+    query = (f"tags.`{STAGE_TAG}` = 'attribute' AND attributes.status = 'FINISHED' "
+             f"AND params.`study.config_hash` = '{stage_key(request.cfg, 'coalition')}' "
+             f"AND params.`study.method` = '{request.method}' AND params.`study.budget` = '{request.budget}' "
+             f"AND params.`study.seed` = '{request.seed}'")
+    runs = tracker.search(query, max_results=1)
+    return dict(runs[0].data.metrics) if runs else None
+
+
+def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: str, workers: int,
+                  sft_budget: int | None = None, names: tuple[str, ...] = tuple(STUDY_METHODS),
+                  progress: bool = False) -> list[MethodValues]:
+    """Values of the coalition-study methods ``names``, running (or resuming) their attribute runs.
+
+    sFT designs get ``sft_budget`` coalitions (default 10 n), FT the same compute (``coalition_cost``).
+    """
+    cfg, n = study.cfg, study.data.n_contributors
+    macs_full, macs_pruned = study.prune_report["macs_before"], study.prune_report["macs_after"]
+    sft_budget = sft_budget or 10 * n
+    out = []
+    for name in names:
+        estimator, utility = STUDY_METHODS[name]
+        budget = sft_budget if utility == "sft" else equal_compute_budget(cfg, utility, sft_budget, macs_full,
+                                                                           macs_pruned)
+        if estimator == "loo":
+            budget = n + 2
+        budget = max(budget, min_budget(estimator, n) - 2)  # below it nothing can be estimated: say so in compute
+        extra = f" utility.method={utility}" if utility != "sft" else ""
+        request = parse_request(use_case, overrides=f"{overrides}{extra}".strip(), budget=budget, method=estimator,
+                                workers=workers, experiment=tracker.call("get_experiment", tracker.experiment_id).name)
+        metrics = _finished_study(tracker, request)
+        if metrics is None:
+            run_attribute(request, uri=tracker.uri, progress=progress)
+            metrics = _finished_study(tracker, request)
+        compute = budget * coalition_cost(cfg, utility, macs_full, macs_pruned) / (
+            sft_budget * coalition_cost(cfg, "sft", macs_full, macs_pruned))
+        out.append(MethodValues(name, _values_of(metrics, study.data.names), "shapley" if "shapley" in name else
+                                "baseline", compute, f"{estimator} on {budget} {utility} coalitions"))
+    return out
+
+
+def retrain_jobs(study: Study, seeds: tuple[int, ...], version: str) -> list[RetrainJob]:
+    """The retrainings the retraining-based methods need (leave-one-out per seed; Shapley coalitions)."""
+    cfg, n = study.cfg, study.data.n_contributors
+    return loo_jobs(cfg, n, seeds, version) + retrain_shapley_jobs(cfg, n, 0, version)[1]
+
+
+def retrain_methods(study: Study, outcomes: dict[str, Retrained], seeds: tuple[int, ...], version: str,
+                    sft_budget: int | None = None) -> list[MethodValues]:
+    """Leave-one-out and Leverage-SHAP values from retrained coalitions (``outcomes`` by job key)."""
+    cfg, n = study.cfg, study.data.n_contributors
+    macs_full, macs_pruned = study.prune_report["macs_before"], study.prune_report["macs_after"]
+    retrain_cost = coalition_cost(cfg, "retrain", macs_full, macs_pruned) / (
+        (sft_budget or 10 * n) * coalition_cost(cfg, "sft", macs_full, macs_pruned))
+    loo = {job.key: job for job in loo_jobs(cfg, n, seeds, version)}
+    utility = {(job.mask, job.seed): outcomes[key].utility for key, job in loo.items()}
+    full = bits(np.ones(n, bool))
+    loo_values = np.array([np.mean([utility[(full, s)] - utility[(bits(~np.eye(n, dtype=bool)[i]), s)]
+                                    for s in seeds]) for i in range(n)])
+    masks, jobs = retrain_shapley_jobs(cfg, n, 0, version)
+    by_mask = {job.mask: outcomes[job.key].utility for job in jobs}
+    shapley = estimate(masks, np.array([by_mask[bits(m)] for m in masks]), "leverage", v0=study.v0().utility,
+                       v1=by_mask[full])
+    return [MethodValues("retrain-loo", loo_values, "baseline", (n + 1) * len(seeds) * retrain_cost,
+                         f"leave-one-out by retraining, mean of {len(seeds)} seeds"),
+            MethodValues("retrain-shapley", np.asarray(shapley.values, float), "shapley",
+                         (len(masks) + 1) * retrain_cost, f"leverage on {len(masks)} retrained coalitions")]
+
+
+def _logged_method(tracker: Tracker, study: Study, name: str, key: str, parent: str | None, source: str,
+                   compute_values: Callable[[], np.ndarray]) -> np.ndarray:
+    """A non-study method's values: from its FINISHED ``method`` run with ``key``, or computed and logged."""
+    names = study.data.names
+
+    def work(run_id: str) -> None:
+        values = compute_values()
+        tracker.log(run_id, params={"method": name, "source": source},
+                    metrics={f"value.{n}": float(v) for n, v in zip(names, values, strict=True)})
+
+    run, _ = tracker.get_or_run(f"method · {name} · {study.cfg.name}", METHOD_STAGE, key, work, parent=parent,
+                                tags={USE_CASE_TAG: study.cfg.name, "shapflow.method": name})
+    return _values_of(dict(run.data.metrics), names)
+
+
+def all_method_names() -> tuple[str, ...]:
+    """Every method an evaluation can compare, in table order of families."""
+    from shapflow.evaluation.baselines import BASELINE_NAMES
+
+    return (*STUDY_METHODS, *RETRAIN_METHODS, *TRAK_METHODS, *BASELINE_NAMES)
+
+
+def baseline_methods(tracker: Tracker, study: Study, full_run: str, version: str, parent: str | None,
+                     *, wanted: tuple[str, ...] | None = None) -> list[MethodValues]:
+    """Similarity, own-property, degradation, TRAK and D-TRAK values (computed once per full model, logged)."""
+    from shapflow.evaluation.baselines import contributor_baselines
+    from shapflow.evaluation.trak import trak_baselines
+
+    cache: dict[str, dict[str, np.ndarray]] = {}
+
+    def rows(kind: str) -> dict[str, np.ndarray]:
+        if kind not in cache:
+            generated = study.sample_full()
+            if kind == "trak":
+                cache[kind] = trak_baselines(study.full.for_sampling(), study.cfg.diffusion, study.data, generated)
+            else:
+                cache[kind] = contributor_baselines(study.data, generated, study.scorer)
+        return cache[kind]
+
+    from shapflow.evaluation.baselines import BASELINE_NAMES
+
+    skip = set() if hasattr(study.scorer, "classifier") else {"own-confidence"}
+    levels = {info.get("degradation") for info in study.data.info} if study.data.info else {None}
+    if None in levels or len(levels) < 2:  # undocumented, or all equal: no ranking to compare with
+        skip.add("degradation-level")
+    names = {"trak": TRAK_METHODS, "similarity": BASELINE_NAMES}
+    out = []
+    for kind, method_names in names.items():
+        for name in method_names:
+            if name in skip or (wanted is not None and name not in wanted):
+                continue
+            key = identity("method", name, stage_key(study.cfg, "coalition"), full_run, version)
+            values = _logged_method(tracker, study, name, key, parent, f"{kind} baselines of the full model",
+                                    lambda kind=kind, name=name: rows(kind)[name])
+            family = "reference" if name == "degradation-level" else "baseline"
+            out.append(MethodValues(name, values, family, float("nan"), f"{kind} baselines of the full model"))
+    return out
+

@@ -1,0 +1,125 @@
+"""Ground-truth retrainings as MLflow runs: look up, compute, export, ingest. Get-or-run, never overwrite.
+
+Every retraining is one run (stage ``retrain``) tagged with its job key, so every method evaluated on a
+use case, and every later evaluation, reuses it; a killed evaluation redoes only the jobs with no FINISHED
+run. Outcomes computed elsewhere (``shapflow.evaluation.worker`` on a GPU box or batch node) come back
+through ``ingest``, which logs a line only when its key is wanted and its config stamp matches.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shapflow.config import UseCaseConfig, stage_key
+from shapflow.data import ContributorDataset
+from shapflow.evaluation.groundtruth import RetrainJob, RetrainOutcome, mask_of, run_jobs
+from shapflow.evaluation.worker import config_stamp, read_results, write_jobs
+from shapflow.properties import Property
+from shapflow.report import image_grid
+from shapflow.tracking import KEY_TAG, STAGE_TAG, USE_CASE_TAG, Tracker
+
+__all__ = ["RETRAIN_STAGE", "Retrained", "ensure_retrained", "finished_retrains", "ingest", "log_outcome"]
+
+RETRAIN_STAGE = "retrain"
+PURPOSE_TAG = "shapflow.purpose"
+DEVICE_TAG = "shapflow.computed_on"
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """The logged outcome of a job: its utility, every property, and its run id."""
+
+    utility: float
+    properties: dict[str, float]
+    run_id: str
+
+
+def finished_retrains(tracker: Tracker, cfg: UseCaseConfig) -> dict[str, Retrained]:
+    """{job key: outcome} of every FINISHED retraining run of the use case in the tracker's experiment."""
+    runs = tracker.search(f"tags.`{STAGE_TAG}` = '{RETRAIN_STAGE}' AND tags.`{USE_CASE_TAG}` = '{cfg.name}' "
+                          "AND attributes.status = 'FINISHED'")
+    found: dict[str, Retrained] = {}
+    for run in reversed(runs):  # oldest first: the first finished run of a key is the one every reader uses
+        key = run.data.tags.get(KEY_TAG)
+        if key and key not in found and "utility" in run.data.metrics:
+            metrics = dict(run.data.metrics)
+            found[key] = Retrained(metrics.pop("utility"), metrics, run.info.run_id)
+    return found
+
+
+def log_outcome(tracker: Tracker, cfg: UseCaseConfig, names: tuple[str, ...], outcome: RetrainOutcome | dict,
+                parent: str | None) -> str:
+    """Log one retraining (an outcome, or a results-file record) as a FINISHED run; returns its run id."""
+    record = outcome.as_record() if isinstance(outcome, RetrainOutcome) else outcome
+    job = RetrainJob(**record["job"])
+    mask = mask_of(job.mask)
+    members = [names[i] for i in np.flatnonzero(mask)]
+    name = f"retrain · {len(members)}/{mask.size} · seed {job.seed} · {job.purpose}"
+    run_id = tracker.start(name, {STAGE_TAG: RETRAIN_STAGE, KEY_TAG: job.key, USE_CASE_TAG: cfg.name,
+                                  PURPOSE_TAG: job.purpose, DEVICE_TAG: record["device"]}, parent)
+    try:
+        tracker.log(run_id, params={"mask": job.mask, "size": len(members), "contributors": ",".join(members),
+                                    "seed": job.seed, "purpose": job.purpose,
+                                    "config_hash": stage_key(cfg, "full"), "computed_on": record["device"]},
+                    metrics={"utility": record["utility"], **record["properties"], **record["timings"]})
+        images = getattr(outcome, "images", None)
+        if images is not None:
+            with tempfile.TemporaryDirectory(prefix="shapflow-retrain-") as tmp:
+                tracker.call("log_artifact", run_id, str(image_grid(images, Path(tmp) / "samples.png")))
+    except BaseException:
+        tracker.end(run_id, "FAILED")
+        raise
+    tracker.end(run_id)
+    return run_id
+
+
+def ingest(tracker: Tracker, cfg: UseCaseConfig, names: tuple[str, ...], jobs: list[RetrainJob],
+           results: Path, parent: str | None) -> int:
+    """Log the lines of a worker's results file that answer a wanted, not yet FINISHED job; returns how many.
+
+    Lines stamped with another config are refused (counted on stderr), never logged.
+    """
+    wanted = {job.key for job in jobs}
+    done = set(finished_retrains(tracker, cfg))
+    stamp, logged, refused = config_stamp(cfg), 0, 0
+    for record in read_results(results):
+        key = record["job"]["key"]
+        if record.get("stamp") != stamp:
+            refused += 1
+        elif key in wanted and key not in done:
+            log_outcome(tracker, cfg, names, record, parent)
+            done.add(key)
+            logged += 1
+    if refused:
+        print(f"shapflow: {refused} line(s) of {results} were computed under another config and were not logged",
+              file=sys.stderr)
+    return logged
+
+
+def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorDataset, scorer: Property,
+                     jobs: list[RetrainJob], *, parent: str | None = None, device: str = "cpu", stack: int = 1,
+                     results: tuple[Path, ...] = (), export: Path | None = None,
+                     progress: bool = False) -> dict[str, Retrained]:
+    """{job key: outcome} for every job: reused runs, ingested ``results`` lines, then computed ones.
+
+    With ``export``, the jobs still missing are written to that job file instead of computed, and
+    ``SystemExit`` says how to run and ingest them.
+    """
+    unique = list({job.key: job for job in jobs}.values())
+    for path in results:
+        ingest(tracker, cfg, data.names, unique, path, parent)
+    found = finished_retrains(tracker, cfg)
+    missing = [job for job in unique if job.key not in found]
+    if missing and export is not None:
+        write_jobs(cfg, missing, export)
+        raise SystemExit(f"{len(missing)} retraining(s) still missing: written to {export}. Run them with\n"
+                         f"  python -m shapflow.evaluation.worker {export} --out results.jsonl --device cuda "
+                         "--stack 64\nthen rerun this command with --ingest results.jsonl")
+    for outcome in run_jobs(cfg, data, scorer, missing, device=device, stack=stack, progress=progress):
+        log_outcome(tracker, cfg, data.names, outcome, parent)
+    return finished_retrains(tracker, cfg) if missing else found

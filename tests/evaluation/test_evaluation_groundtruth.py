@@ -1,0 +1,111 @@
+"""Ground-truth retraining: stacked training equals lone training, plans, job keys, the offline worker."""
+
+import copy
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from shapflow.attribute import TINY_OVERRIDES, load_config
+from shapflow.data import load_data
+from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, job_key, mask_of
+from shapflow.evaluation.plans import counterfactual_jobs, counterfactual_masks, equal_compute_budget, top_k
+from shapflow.evaluation.worker import main as worker_main
+from shapflow.evaluation.worker import read_jobs, read_results, write_jobs
+from shapflow.models import build_unet
+from shapflow.train import Member, train, train_many
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = load_config("digits", TINY_OVERRIDES)
+    return cfg, load_data(cfg.data, cfg.assets)
+
+
+def test_stacked_training_matches_lone_runs(tiny):
+    cfg, data = tiny
+    recipe = replace(cfg.train, steps=12)
+    first, second = np.zeros(16, bool), np.ones(16, bool)
+    first[:5] = True
+    second[3] = False
+    starts = [build_unet(cfg.model, seed=s) for s in (1, 2)]
+    lone = [train(copy.deepcopy(m), data.subset(mask), replace(recipe, seed=s), cfg.diffusion)
+            for m, mask, s in zip(starts, (first, second), (1, 2), strict=True)]
+    stacked = train_many([Member(copy.deepcopy(m), data.subset(mask), s)
+                          for m, mask, s in zip(starts, (first, second), (1, 2), strict=True)], recipe, cfg.diffusion)
+    for a, b in zip(lone, stacked, strict=True):
+        assert np.allclose(a.losses, b.losses, atol=1e-5)
+        for name, value in a.model.state_dict().items():
+            assert np.allclose(value.numpy(), b.model.state_dict()[name].numpy(), atol=1e-3), name
+        for name, value in a.ema.items():
+            assert np.allclose(value.numpy(), b.ema[name].numpy(), atol=1e-4), name
+    # the two members really differ (different data and seeds), so equality above is not vacuous
+    assert not np.allclose(stacked[0].losses, stacked[1].losses)
+
+
+def test_heldout_masks_are_distinct_fixed_size_and_prefix_stable():
+    masks = heldout_masks(16, 0.5, 48)
+    assert masks.shape == (48, 16) and (masks.sum(1) == 8).all()
+    assert len({bits(m) for m in masks}) == 48
+    assert (heldout_masks(16, 0.5, 10) == masks[:10]).all()
+    assert (heldout_masks(16, 0.25, 5).sum(1) == 4).all()
+
+
+def test_job_key_covers_what_defines_a_retraining_only(tiny):
+    cfg, _ = tiny
+    key = job_key(cfg, "01" * 8, 0, "v")
+    assert key == job_key(cfg, "01" * 8, 0, "v")
+    assert key != job_key(cfg, "01" * 8, 1, "v")
+    assert key != job_key(cfg, "10" * 8, 0, "v")
+    assert key != job_key(cfg, "01" * 8, 0, "w")
+    assert key != job_key(replace(cfg, sampling=replace(cfg.sampling, seed=7)), "01" * 8, 0, "v")
+    assert key != job_key(replace(cfg, train=replace(cfg.train, lr=1e-4)), "01" * 8, 0, "v")
+    # the sFT recipe does not train the ground truth: every sFT variant reuses the same retrainings
+    assert key == job_key(replace(cfg, sft=replace(cfg.sft, steps=7)), "01" * 8, 0, "v")
+
+
+def test_masks_round_trip_and_reject_garbage():
+    mask = np.array([True, False, True])
+    assert (mask_of(bits(mask)) == mask).all()
+    with pytest.raises(ValueError, match="0/1"):
+        mask_of("01x")
+
+
+def test_counterfactual_plans_remove_and_keep_the_top_fraction(tiny):
+    cfg, _ = tiny
+    values = np.arange(10.0)
+    assert set(top_k(values, 0.4)) == {9, 8, 7, 6}
+    masks = counterfactual_masks(values, 0.4)
+    assert masks["keep"].sum() == 4 and not (masks["keep"] & masks["remove"]).any()
+    jobs = counterfactual_jobs(cfg, {"a": values, "b": values.copy()}, 0.4, (0, 1), "v")
+    assert len(jobs) == 2 * 3  # full + remove + keep, per seed; b duplicates a and adds nothing
+    assert len({j.key for j in jobs}) == len(jobs)
+
+
+def test_equal_compute_gives_costlier_methods_fewer_coalitions(tiny):
+    cfg, _ = tiny
+    assert equal_compute_budget(cfg, "sft", 160, 4e6, 1e6) == 160
+    assert equal_compute_budget(cfg, "ft", 160, 4e6, 1e6) < 160
+    assert equal_compute_budget(cfg, "retrain", 160, 4e6, 1e6) < equal_compute_budget(cfg, "ft", 160, 4e6, 1e6)
+
+
+def test_worker_runs_a_job_file_resumably_and_refuses_edited_files(tiny, tmp_path):
+    cfg, _ = tiny
+    cfg = replace(cfg, train=replace(cfg.train, steps=4), sampling=replace(cfg.sampling, num_images=8))
+    masks = heldout_masks(16, 0.5, 2)
+    jobs = [RetrainJob(job_key(cfg, bits(m), s, "v"), bits(m), s, "heldout-0.50") for m in masks for s in (0, 1)]
+    path = write_jobs(cfg, jobs, tmp_path / "jobs.json")
+    assert read_jobs(path) == (cfg, jobs)
+    out = tmp_path / "results.jsonl"
+    assert worker_main([str(path), "--out", str(out), "--stack", "2", "--limit", "3"]) == 0
+    assert len(read_results(out)) == 3
+    assert worker_main([str(path), "--out", str(out)]) == 0  # resumes: only the missing job runs
+    records = read_results(out)
+    assert sorted(r["job"]["key"] for r in records) == sorted(j.key for j in jobs)
+    assert all(np.isfinite(r["utility"]) and r["device"] == "cpu" for r in records)
+    payload = json.loads(path.read_text())
+    payload["use_case"]["train"]["steps"] = 5
+    path.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="stamp"):
+        read_jobs(path)

@@ -1,0 +1,110 @@
+"""Retraining runs in MLflow: one FINISHED run per job, resume after a kill, ingest, export; and the whole
+``shapflow evaluate`` chain, whose retrainings every method reuses."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from shapflow.attribute import TINY_OVERRIDES, load_config
+from shapflow.cli import main
+from shapflow.data import load_data
+from shapflow.evaluation import groundtruth
+from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, job_key
+from shapflow.evaluation.runs import RETRAIN_STAGE, ensure_retrained, finished_retrains
+from shapflow.evaluation.worker import main as worker_main
+from shapflow.evaluation.worker import write_jobs
+from shapflow.pipeline import load_scorer
+from shapflow.tracking import KEY_TAG, STAGE_TAG, open_tracker
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = load_config("digits-classes", TINY_OVERRIDES)
+    cfg = replace(cfg, train=replace(cfg.train, steps=4), sampling=replace(cfg.sampling, num_images=8))
+    data = load_data(cfg.data, cfg.assets)
+    masks = heldout_masks(data.n_contributors, 0.5, 3)
+    jobs = [RetrainJob(job_key(cfg, bits(m), 0, "v"), bits(m), 0, "heldout-0.50") for m in masks]
+    return cfg, data, load_scorer(cfg, data), jobs
+
+
+def _runs_per_key(tracker):
+    runs = tracker.search(f"tags.`{STAGE_TAG}` = '{RETRAIN_STAGE}'")
+    finished = [r.data.tags[KEY_TAG] for r in runs if r.info.status == "FINISHED"]
+    return {key: finished.count(key) for key in finished}, runs
+
+
+def test_retrainings_resume_after_a_kill_and_are_reused(setup, tmp_path, monkeypatch):
+    cfg, data, scorer, jobs = setup
+    tracker = open_tracker("gt", f"sqlite:///{tmp_path}/mlruns.db")
+    real = groundtruth.run_jobs
+    calls = []
+
+    def killed_after_one(*args, **kwargs):
+        for index, outcome in enumerate(real(*args, **kwargs)):
+            if index == 1:
+                raise KeyboardInterrupt  # the job dies while the second retraining is being logged
+            calls.append(outcome.job.key)
+            yield outcome
+
+    monkeypatch.setattr("shapflow.evaluation.runs.run_jobs", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_retrained(tracker, cfg, data, scorer, jobs)
+    assert len(finished_retrains(tracker, cfg)) == 1
+    monkeypatch.setattr("shapflow.evaluation.runs.run_jobs", lambda *a, **k: (calls.append(o.job.key) or o
+                                                                              for o in real(*a, **k)))
+    outcomes = ensure_retrained(tracker, cfg, data, scorer, jobs)
+    assert len(calls) == 3 and len(set(calls)) == 3  # the rerun trained only the two missing jobs
+    assert set(outcomes) == {j.key for j in jobs}
+    again = ensure_retrained(tracker, cfg, data, scorer, jobs)
+    assert len(calls) == 3 and again == outcomes  # a second method asking for them trains nothing
+    per_key, _ = _runs_per_key(tracker)
+    assert per_key == {j.key: 1 for j in jobs}
+
+
+def test_export_then_ingest_logs_each_job_once_and_refuses_foreign_lines(setup, tmp_path):
+    cfg, data, scorer, jobs = setup
+    tracker = open_tracker("gt", f"sqlite:///{tmp_path}/mlruns.db")
+    export = tmp_path / "jobs.json"
+    with pytest.raises(SystemExit, match="3 retraining"):
+        ensure_retrained(tracker, cfg, data, scorer, jobs, export=export)
+    results = tmp_path / "results.jsonl"
+    assert worker_main([str(export), "--out", str(results), "--stack", "3"]) == 0
+    other = replace(cfg, sampling=replace(cfg.sampling, seed=99))
+    write_jobs(other, jobs[:1], tmp_path / "other.json")
+    worker_main([str(tmp_path / "other.json"), "--out", str(results)])  # a line stamped with another config
+    outcomes = ensure_retrained(tracker, cfg, data, scorer, jobs, results=(results, results))
+    per_key, runs = _runs_per_key(tracker)
+    assert per_key == {j.key: 1 for j in jobs} and len(runs) == 3
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    first = next(line for line in lines if line["job"]["key"] == jobs[0].key)
+    assert outcomes[jobs[0].key].utility == pytest.approx(first["utility"])
+
+
+def test_evaluate_chain_reuses_ground_truth_across_methods(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    common = ["--use-case", "digits-classes", "--overrides", " ".join(TINY_OVERRIDES), "--count", "4", "--seeds", "2",
+              "--budget", "12", "--workers", "1", "--stack", "4"]
+    first = CliRunner().invoke(main, ["evaluate", "lds", *common, "--methods", "sft-shapley,pixel-sim-mean",
+                                      "--out", str(tmp_path / "a"), "--json", str(tmp_path / "a.json")])
+    assert first.exit_code == 0, first.output
+    summary = json.loads((tmp_path / "a.json").read_text())
+    assert set(summary) == {"sft-shapley", "pixel-sim-mean", "random"}
+    assert summary["random"]["ci"] > 0
+    tracker = open_tracker("digits-classes", uri)
+    per_key, runs = _runs_per_key(tracker)
+    assert len(per_key) == 8 and set(per_key.values()) == {1}
+    second = CliRunner().invoke(main, ["evaluate", "lds", *common, "--methods", "own-property",
+                                       "--out", str(tmp_path / "b")])
+    assert second.exit_code == 0, second.output
+    assert len(_runs_per_key(tracker)[1]) == len(runs)  # no new retraining: the held-out truth is shared
+    table = (tmp_path / "b" / "evaluation.csv").read_text()
+    assert "own-property" in table and "random" in table
+    assert (tmp_path / "a" / "scatter" / "lds_scatter_sft-shapley.png").stat().st_size > 0
+    bad = CliRunner().invoke(main, ["evaluate", "lds", "--methods", "magic"])
+    assert bad.exit_code == 2 and "choose from" in bad.output
+    assert np.isfinite(summary["sft-shapley"]["lds"])
