@@ -14,13 +14,14 @@ from shapflow.config import ConfigError
 __all__ = ["validated"]
 
 
-def validated(**options):
-    """``shapflow.attribute.parse_request(**options)``, or exit 2 (deleting the run ``mlflow run`` made)."""
+def validated(parse=None, **options):
+    """``parse(**options)`` (default ``shapflow.attribute.parse_request``), or exit 2 (deleting the run
+    ``mlflow run`` made)."""
     from shapflow.assets import MissingAssetsError
     from shapflow.attribute import parse_request
 
     try:
-        return parse_request(**options)
+        return (parse or parse_request)(**options)
     except (ConfigError, MissingAssetsError) as err:
         run_id = os.environ.get("MLFLOW_RUN_ID")
         if run_id:

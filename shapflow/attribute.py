@@ -29,6 +29,7 @@ from shapflow.pipeline import CoalitionResult, Models, Study, load_scorer, load_
 from shapflow.report import convergence_curve, image_grid, write_report
 from shapflow.shapley import (
     DEFAULT_METHOD,
+    DEFAULT_THRESHOLD,
     METHODS,
     SAMPLERS,
     Coalitions,
@@ -77,6 +78,8 @@ class Request:
     alias: str | None
     experiment: str
     n_contributors: int
+    until_converged: bool = False
+    threshold: float = DEFAULT_THRESHOLD
 
 
 def split_overrides(text: str | tuple[str, ...] | list[str]) -> list[str]:
@@ -91,8 +94,11 @@ def split_overrides(text: str | tuple[str, ...] | list[str]) -> list[str]:
 
 def parse_request(use_case: str = "digits", config: str | None = None, overrides: str | tuple[str, ...] = "",
                   budget: int | None = None, method: str = DEFAULT_METHOD, seed: int = 0, workers: int | None = None,
-                  alias: str | None = None, experiment: str | None = None, tiny: bool = False) -> Request:
+                  alias: str | None = None, experiment: str | None = None, tiny: bool = False,
+                  until_converged: bool = False, threshold: float = DEFAULT_THRESHOLD) -> Request:
     """Validate every parameter and check every external asset BEFORE any run exists.
+
+    ``until_converged``: stop before ``budget`` once the values converge (``threshold`` x their range).
 
     Raises ConfigError naming the bad parameter and the fix, or ``assets.MissingAssetsError`` whose message
     is the asset table. ``tiny`` (or ``tiny=true`` in the config) selects the SMOKE configuration.
@@ -114,7 +120,9 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
     alias = alias or None  # "" (the MLproject default) -> no alias
     if alias is not None and (alias.lower() == "latest" or not re.fullmatch(r"[\w-]+", alias)):
         raise ConfigError(f"alias={alias!r} is invalid: use letters, digits, - or _ ('latest' is reserved)")
-    return Request(cfg, budget, method, seed, workers, alias, experiment or cfg.name, n)
+    if not threshold > 0:
+        raise ConfigError(f"threshold={threshold} is invalid: use a positive fraction of the value range, e.g. 0.05")
+    return Request(cfg, budget, method, seed, workers, alias, experiment or cfg.name, n, until_converged, threshold)
 
 
 def load_config(name_or_path: str, overrides: str | tuple[str, ...] = "", tiny: bool = False) -> UseCaseConfig:
@@ -204,7 +212,12 @@ class Driver:
                                     parent=self.parent, tags=self.tags(cid))
 
     def coalitions(self, progress: bool, batch: slice | None = None) -> int:
-        """Evaluate and log the planned coalitions (of ``batch``) with no FINISHED run yet; returns how many ran."""
+        """Evaluate and log the planned coalitions (of ``batch``) with no FINISHED run yet; returns how many ran.
+
+        With ``until_converged`` the plan is submitted in rounds (at least n and 2 per worker) and the
+        driver stops after the first round whose values meet the convergence rule; the bar shows the ETA
+        to the budget and the estimator's forecast of how many more coalitions convergence needs.
+        """
         planned = plan(self.request)
         done = set(utilities_table(self.tracker, self.study_id).get("mask", pd.Series(dtype=str)))
         pending: dict[int, np.ndarray] = {}
@@ -215,6 +228,24 @@ class Driver:
                 pending[r] = mask
         bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="coalitions", unit="S",
                    disable=not progress, file=sys.stderr)
+        ran = 0
+        for chunk in self._rounds(pending):
+            if self.request.until_converged and self.converged():
+                break
+            ran += self._evaluate(planned, chunk, bar)
+        bar.close()
+        return ran
+
+    def _rounds(self, pending: dict[int, np.ndarray]) -> list[dict[int, np.ndarray]]:
+        """The pending coalitions in plan order: one round, or rounds of max(n, 2 x workers) when adaptive."""
+        if not self.request.until_converged:
+            return [pending]
+        size = max(self.request.n_contributors, 2 * self.request.workers)
+        items = list(pending.items())
+        return [dict(items[i:i + size]) for i in range(0, len(items), size)]
+
+    def _evaluate(self, planned: Coalitions, pending: dict[int, np.ndarray], bar: tqdm) -> int:
+        """Evaluate one round of coalitions through the executor and log each as it completes."""
         folders = {stage: str(path) for stage, path in self.store.folders.items()}
         lookup = (self.tracker.uri, self.tracker.experiment_id, {r: self.key(m) for r, m in pending.items()})
         for outcome in evaluate_many(self.study, pending, workers=self.request.workers, folders=folders,
@@ -231,17 +262,27 @@ class Driver:
                                     tags=self.tags(cid))
             bar.update(1)
             bar.set_postfix_str(self.forecast(), refresh=True)
-        bar.close()
         return len(pending)
+
+    def _estimate(self) -> ShapleyResult | None:
+        """Values from the design's coalitions logged so far (None while too few to estimate)."""
+        try:
+            return estimate_from_table(utilities_table(self.tracker, self.study_id), self.request.method,
+                                       plan(self.request).masks)
+        except (ValueError, KeyError, np.linalg.LinAlgError):
+            return None
+
+    def converged(self) -> bool:
+        """Whether the values logged so far meet the convergence rule at the request's threshold."""
+        result = self._estimate()
+        return result is not None and convergence(result, self.request.threshold)[0]
 
     def forecast(self) -> str:
         """The estimator's convergence forecast on the utilities logged so far (shown next to the ETA)."""
-        try:
-            result = estimate_from_table(utilities_table(self.tracker, self.study_id), self.request.method,
-                                         plan(self.request).masks)
-        except (ValueError, KeyError, np.linalg.LinAlgError):
+        result = self._estimate()
+        if result is None:
             return "forecast: too few coalitions yet"
-        ok, more = convergence(result)
+        ok, more = convergence(result, self.request.threshold)
         return "converged" if ok else ("forecast: unknown" if more < 0 else f"~{more} more coalitions to converge")
 
 
@@ -365,7 +406,7 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
     full_images = study.sample_full(num_images=64)
     image_grid(full_images, folder / "samples_full.png")
     tracker.call("log_artifacts", parent, str(folder))
-    ok, more = convergence(values)
+    ok, more = convergence(values, request.threshold)
     per_contributor = {f"value.{r.contributor}": r.value for r in frame.itertuples()}
     tracker.log(parent, metrics={"coalitions": int(values.n_evaluations), "converged": float(ok),
                                  "forecast_additional": float(more), **per_contributor})

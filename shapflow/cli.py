@@ -16,7 +16,7 @@ import click
 from shapflow.config import ConfigError
 from shapflow.evaluate_cli import evaluate_group
 from shapflow.scaleout_cli import executor_options, register
-from shapflow.shapley import DEFAULT_METHOD, METHODS
+from shapflow.shapley import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS
 
 __all__ = ["main"]
 
@@ -60,6 +60,10 @@ def attribute_options(command):
         click.option("--experiment", default=None, help="MLflow experiment [default: the use case name]."),
         click.option("--tiny", type=click.BOOL, default=False, show_default=True,
                      help="SMOKE configuration: tiny random stand-ins for every external asset (plumbing only)."),
+        click.option("--until-converged", type=click.BOOL, default=False, show_default=True,
+                     help="Stop before the budget once every value's std is within --threshold of their range."),
+        click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
+                     help="Convergence rule: worst std <= threshold x (max value - min value)."),
         *executor_options(),
     ]
     for option in reversed(options):

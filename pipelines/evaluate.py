@@ -1,0 +1,27 @@
+"""MLproject entry point ``evaluate``: LDS (and counterfactual removal) against retrained ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from _common import validated
+
+from shapflow.evaluate_cli import evaluation_options
+from shapflow.evaluation.evaluate import evaluate, parse_eval_request
+from shapflow.evaluation.tables import to_markdown
+
+
+@click.command()
+@click.option("--kind", type=click.Choice(["lds", "counterfactual"]), default="lds", show_default=True)
+@evaluation_options
+def main(kind: str, out: Path, json_path: str, **options) -> None:
+    request = validated(parse_eval_request, **options)
+    result = evaluate(request, counterfactual=kind == "counterfactual", out=out,
+                      json_path=Path(json_path) if json_path else None)
+    print(to_markdown(result.frame))
+    print(f"tables and plots of evaluate run {result.run_id}: {out} (and its artifacts)")
+
+
+if __name__ == "__main__":
+    main()
