@@ -1,6 +1,6 @@
 """Scale-out benchmark: coalitions per minute (local vs 1 and 2 Ray workers) and MLflow tracking overhead.
 
-Usage:  python benchmarks/scaling.py [--coalitions 8] [--budget 10] [--json PATH]
+Usage:  python benchmarks/scaling.py [--coalitions 8] [--budget 10] [--realistic] [--json PATH]
 Throughput: the same tiny digits-classes coalitions evaluated by the local executor (one process) and by
 a local Ray cluster with 1 and 2 one-CPU workers (models put once in the object store). Tracking overhead:
 a whole attribute sweep with SQLite and with a PostgreSQL-backed MLflow server; the share of the
@@ -32,13 +32,16 @@ from shapflow.services import start_mlflow_server, start_postgres  # noqa: E402
 
 USE_CASE = "digits-classes"
 OVERRIDES = [*TINY_OVERRIDES, "sft.steps=10"]
+# --realistic: tiny stages, but each coalition costs what a digits coalition costs (sFT 100 x 128, 512 images)
+REALISTIC = [*TINY_OVERRIDES, "sft.steps=100", "sft.batch_size=128", "sampling.num_images=512",
+             "sampling.num_inference_steps=25", "sampling.batch_size=512"]
 
 
-def throughput(n: int) -> dict[str, float]:
+def throughput(n: int, overrides: list[str]) -> dict[str, float]:
     """Coalitions per minute of the local executor and of 1 and 2 Ray workers on the same masks."""
     import ray
 
-    cfg = load_use_case(USE_CASE, OVERRIDES)
+    cfg = load_use_case(USE_CASE, overrides)
     study = load_study(cfg)  # trains once into the stage cache; Ray workers get it from the object store
     folders = {s: str(cache_dir("stages", f"{cfg.name}-{s}-{stage_key(cfg, s)[:16]}")) for s in STAGE_ORDER}
     masks = dict(enumerate(np.random.default_rng(0).random((n, study.data.n_contributors)) < 0.5))
@@ -58,7 +61,7 @@ def throughput(n: int) -> dict[str, float]:
     return rates
 
 
-def tracking_overhead(uri: str, budget: int, experiment: str) -> float:
+def tracking_overhead(uri: str, budget: int, experiment: str, overrides: list[str]) -> float:
     """Share of the coalition phase's wall time spent inside MLflow client calls (one sweep, 1 process)."""
     spent, phase = [0.0], [0.0]
     call, coalitions = tracking.Tracker.call, attribute.Driver.coalitions
@@ -79,7 +82,7 @@ def tracking_overhead(uri: str, budget: int, experiment: str) -> float:
 
     tracking.Tracker.call, attribute.Driver.coalitions = timed_call, timed_coalitions
     try:
-        request = parse_request(USE_CASE, overrides=OVERRIDES, budget=budget, workers=1, experiment=experiment)
+        request = parse_request(USE_CASE, overrides=overrides, budget=budget, workers=1, experiment=experiment)
         run_attribute(request, uri=uri, progress=False)
     finally:
         tracking.Tracker.call, attribute.Driver.coalitions = call, coalitions
@@ -91,18 +94,22 @@ def main() -> None:
     parser.add_argument("--coalitions", type=int, default=8)
     parser.add_argument("--budget", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--realistic", action="store_true",
+                        help="coalitions as costly as digits ones (~2 s), not 0.3 s smoke ones")
     args = parser.parse_args()
+    overrides = REALISTIC if args.realistic else OVERRIDES
     os.environ.setdefault("SHAPFLOW_CODE_VERSION", "scaling-benchmark")
-    rates = throughput(args.coalitions)
+    rates = throughput(args.coalitions, overrides)
     out: dict[str, float] = {**rates, "speedup_2_workers": rates["ray_2_workers"] / rates["ray_1_workers"],
                              "ray_2_vs_local": rates["ray_2_workers"] / rates["local_1_process"]}
     with tempfile.TemporaryDirectory(prefix="shapflow-scaling-") as tmp:
-        out["tracking_overhead_sqlite"] = tracking_overhead(f"sqlite:///{tmp}/mlruns.db", args.budget, "scaling")
+        out["tracking_overhead_sqlite"] = tracking_overhead(f"sqlite:///{tmp}/mlruns.db", args.budget, "scaling",
+                                                            overrides)
         postgres = start_postgres(Path(tmp) / "pg")
         try:
             server = start_mlflow_server(postgres.uri, Path(tmp) / "artifacts", log=Path(tmp) / "mlflow.log")
             try:
-                out["tracking_overhead_postgres"] = tracking_overhead(server.uri, args.budget, "scaling")
+                out["tracking_overhead_postgres"] = tracking_overhead(server.uri, args.budget, "scaling", overrides)
             finally:
                 server.stop()
         finally:

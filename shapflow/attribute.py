@@ -261,7 +261,8 @@ class Driver:
             self.tracker.get_or_run(self.name(cid, mask), "coalition", self.key(mask), work, parent=self.parent,
                                     tags=self.tags(cid))
             bar.update(1)
-            bar.set_postfix_str(self.forecast(), refresh=True)
+            if not bar.disable and bar.n % self.request.n_contributors == 0:  # a store query: every n coalitions
+                bar.set_postfix_str(self.forecast(), refresh=True)
         return len(pending)
 
     def _estimate(self) -> ShapleyResult | None:

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shapflow.attribute import Request, parse_request, run_attribute
+from shapflow.attribute import Request, estimate_from_table, parse_request, plan, run_attribute
 from shapflow.config import stage_key
 from shapflow.evaluation.groundtruth import RetrainJob, bits
 from shapflow.evaluation.plans import coalition_cost, equal_compute_budget, loo_jobs, retrain_shapley_jobs
 from shapflow.evaluation.runs import Retrained
 from shapflow.pipeline import Study
 from shapflow.shapley import estimate, min_budget
-from shapflow.tracking import STAGE_TAG, USE_CASE_TAG, Tracker, identity
+from shapflow.tracking import STAGE_TAG, STUDY_TAG, USE_CASE_TAG, Tracker, identity, utilities_table
 
 __all__ = ["RETRAIN_METHODS", "STUDY_METHODS", "TRAK_METHODS", "MethodValues", "all_method_names", "baseline_methods",
            "retrain_jobs", "retrain_methods", "study_methods"]
@@ -59,14 +59,20 @@ def _values_of(metrics: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
     return np.array([metrics[f"value.{name}"] for name in names], dtype=float)
 
 
-def _finished_study(tracker: Tracker, request: Request) -> dict[str, float] | None:
-    """Metrics of the newest FINISHED attribute run with the same config, estimator, budget and seed."""
+def _finished_study(tracker: Tracker, request: Request) -> str | None:
+    """The study id of the newest FINISHED attribute run with the same config, estimator, budget and seed."""
     query = (f"tags.`{STAGE_TAG}` = 'attribute' AND attributes.status = 'FINISHED' "
              f"AND params.`study.config_hash` = '{stage_key(request.cfg, 'coalition')}' "
              f"AND params.`study.method` = '{request.method}' AND params.`study.budget` = '{request.budget}' "
              f"AND params.`study.seed` = '{request.seed}'")
     runs = tracker.search(query, max_results=1)
-    return dict(runs[0].data.metrics) if runs else None
+    return runs[0].data.tags[STUDY_TAG] if runs else None
+
+
+def _design_values(tracker: Tracker, request: Request, study_id: str) -> np.ndarray:
+    """The estimator's values from the study's logged utilities, reading only its own design's coalitions."""
+    return np.asarray(estimate_from_table(utilities_table(tracker, study_id), request.method,
+                                          plan(request).masks).values, dtype=float)
 
 
 def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: str, workers: int,
@@ -90,13 +96,12 @@ def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: s
         extra = f" utility.method={utility}" if utility != "sft" else ""
         request = parse_request(use_case, overrides=f"{overrides}{extra}".strip(), budget=budget, method=estimator,
                                 workers=workers, experiment=tracker.call("get_experiment", tracker.experiment_id).name)
-        metrics = _finished_study(tracker, request)
-        if metrics is None:
-            run_attribute(request, uri=tracker.uri, progress=progress)
-            metrics = _finished_study(tracker, request)
+        study_id = _finished_study(tracker, request)
+        if study_id is None:
+            study_id = run_attribute(request, uri=tracker.uri, progress=progress).study_id
         compute = budget * coalition_cost(cfg, utility, macs_full, macs_pruned) / (
             sft_budget * coalition_cost(cfg, "sft", macs_full, macs_pruned))
-        out.append(MethodValues(name, _values_of(metrics, study.data.names), "shapley" if "shapley" in name else
+        out.append(MethodValues(name, _design_values(tracker, request, study_id), "shapley" if "shapley" in name else
                                 "baseline", compute, f"{estimator} on {budget} {utility} coalitions"))
     return out
 
