@@ -8,7 +8,7 @@ import click
 
 from shapflow.config import ConfigError
 
-__all__ = ["evaluate_group", "evaluation_options"]
+__all__ = ["evaluate_group", "evaluation_options", "run_evaluation"]
 
 
 def evaluation_options(command):
@@ -30,14 +30,14 @@ def evaluation_options(command):
         click.option("--stack", type=int, default=1, show_default=True,
                      help="Retrainings trained together (vmapped); 64-256 on a GPU, 1 on a CPU."),
         click.option("--methods", default="", help="Comma-separated subset of methods [default: all]."),
-        click.option("--ingest", "ingest", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+        click.option("--ingest", "ingest", multiple=True, default=(),
                      help="Results file(s) of `python -m shapflow.evaluation.worker` to log first."),
-        click.option("--export-jobs", "export", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        click.option("--export-jobs", "export", default="",
                      help="Write the missing retrainings to this job file and stop, instead of running them."),
         click.option("--experiment", default=None, help="MLflow experiment [default: the use case name]."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("shapflow-evaluation"),
                      show_default=True, help="Folder for the tables and plots (also logged as artifacts)."),
-        click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        click.option("--json", "json_path", default="",
                      help='Write {method: {"lds": ..., "ci": ...}} (with a "random" row) here.'),
     ]
     for option in reversed(options):
@@ -57,7 +57,8 @@ def evaluate_group() -> None:
     """
 
 
-def _run(counterfactual: bool, out: Path, json_path: Path | None, **options) -> None:
+def run_evaluation(counterfactual: bool, out: Path, json_path: str, **options) -> None:
+    """Validate, evaluate, print the table; bad parameters exit 2 with the fix."""
     from shapflow.evaluation.evaluate import evaluate, parse_eval_request
     from shapflow.evaluation.tables import to_markdown
 
@@ -65,20 +66,20 @@ def _run(counterfactual: bool, out: Path, json_path: Path | None, **options) -> 
         request = parse_eval_request(**options)
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
-    result = evaluate(request, counterfactual=counterfactual, out=out, json_path=json_path)
+    result = evaluate(request, counterfactual=counterfactual, out=out, json_path=Path(json_path) if json_path else None)
     click.echo(to_markdown(result.frame))
     click.echo(f"\nevaluate run {result.run_id}; tables and plots in {out}")
 
 
 @evaluate_group.command("lds")
 @evaluation_options
-def lds_command(out: Path, json_path: Path | None, **options) -> None:
+def lds_command(out: Path, json_path: str, **options) -> None:
     """Linear datamodeling score of every method on held-out retrained coalitions, with the noise floor."""
-    _run(False, out, json_path, **options)
+    run_evaluation(False, out, json_path, **options)
 
 
 @evaluate_group.command("counterfactual")
 @evaluation_options
-def counterfactual_command(out: Path, json_path: Path | None, **options) -> None:
+def counterfactual_command(out: Path, json_path: str, **options) -> None:
     """LDS plus: retrain without (and with only) each method's top contributors; relative property change."""
-    _run(True, out, json_path, **options)
+    run_evaluation(True, out, json_path, **options)

@@ -8,6 +8,7 @@ documented degradation levels, compute), LDS scatter plots, and the ``--json`` s
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ class EvalRequest:
 def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: float = 0.5, count: int = 48,
                        seeds: int = 3, fraction: float = 0.4, workers: int = 0, budget: int | None = None,
                        device: str = "cpu", stack: int = 1, methods: str = "",
-                       ingest: tuple[Path, ...] = (), export: Path | None = None,
+                       ingest: tuple[str, ...] = (), export: str = "",
                        experiment: str | None = None) -> EvalRequest:
     """Check every parameter before anything runs; ConfigError names the bad one and the fix."""
     cfg = load_config(use_case, overrides)
@@ -89,6 +90,7 @@ def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: 
                               "--export-jobs and run the job file on a GPU machine")
     elif device != "cpu":
         raise ConfigError(f"device={device!r} is invalid: use cpu or cuda[:N]")
+    ingest = tuple(p for p in ingest if p)
     for path in ingest:
         if not Path(path).is_file():
             raise ConfigError(f"ingest={path} is invalid: no such results file")
@@ -101,7 +103,8 @@ def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: 
     if budget is not None and budget <= 0:
         budget = None  # the MLproject default: 10 n
     return EvalRequest(cfg, use_case, overrides, alpha, count, train_seeds, fraction, workers, budget, device, stack,
-                       chosen or known, tuple(Path(p) for p in ingest), export, experiment or cfg.name)
+                       chosen or known, tuple(Path(p) for p in ingest), Path(export) if export else None,
+                       experiment or cfg.name)
 
 
 @dataclass
@@ -147,14 +150,20 @@ def evaluate(req: EvalRequest, *, counterfactual: bool = False, uri: str | None 
     """Run (or resume) an evaluation; ``counterfactual`` adds the removal retrainings and their columns."""
     tracker = open_tracker(req.experiment, uri)
     kind = "counterfactual" if counterfactual else "lds"
-    parent = tracker.start(f"evaluate · {req.cfg.name} · {kind}", {STAGE_TAG: "evaluate", USE_CASE_TAG: req.cfg.name})
+    tags = {STAGE_TAG: "evaluate", USE_CASE_TAG: req.cfg.name}
+    adopted = os.environ.get("MLFLOW_RUN_ID")  # the run `mlflow run -e evaluate` created
+    if adopted:
+        tracker.log(adopted, tags=tags)
+    parent = adopted or tracker.start(f"evaluate · {req.cfg.name} · {kind}", tags)
     try:
         with tempfile.TemporaryDirectory(prefix="shapflow-evaluate-") as workdir:
             result = _evaluate(tracker, req, parent, Path(workdir), counterfactual, out, json_path, progress)
     except BaseException as err:
-        tracker.end(parent, "KILLED" if isinstance(err, KeyboardInterrupt | SystemExit) else "FAILED")
+        if not adopted:
+            tracker.end(parent, "KILLED" if isinstance(err, KeyboardInterrupt | SystemExit) else "FAILED")
         raise
-    tracker.end(parent)
+    if not adopted:
+        tracker.end(parent)
     return result
 
 
