@@ -22,6 +22,8 @@ def evaluation_options(command):
         click.option("--seeds", type=int, default=3, show_default=True, help="Training seeds per retraining."),
         click.option("--fraction", type=float, default=0.4, show_default=True,
                      help="Counterfactual: top fraction of contributors removed (or kept)."),
+        click.option("--kinds", default="remove,keep", show_default=True,
+                     help="Counterfactual retrainings: remove the top fraction, keep only it, or both."),
         click.option("--workers", type=int, default=0, show_default=True,
                      help="Worker processes for the sFT studies (0 = one per core)."),
         click.option("--budget", type=int, default=0, show_default=True,

@@ -31,7 +31,7 @@ from shapflow.evaluation.methods import (
     retrain_methods,
     study_methods,
 )
-from shapflow.evaluation.plans import counterfactual_jobs, counterfactual_masks, heldout_jobs
+from shapflow.evaluation.plans import COUNTERFACTUALS, counterfactual_jobs, counterfactual_masks, heldout_jobs
 from shapflow.evaluation.runs import Retrained, ensure_retrained
 from shapflow.evaluation.tables import results_frame, scatter_plots, write_json, write_tables
 from shapflow.pipeline import Study, load_study
@@ -52,6 +52,7 @@ class EvalRequest:
     count: int
     seeds: tuple[int, ...]
     fraction: float
+    kinds: tuple[str, ...]
     workers: int
     budget: int | None
     device: str
@@ -63,7 +64,8 @@ class EvalRequest:
 
 
 def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: float = 0.5, count: int = 48,
-                       seeds: int = 3, fraction: float = 0.4, workers: int = 0, budget: int | None = None,
+                       seeds: int = 3, fraction: float = 0.4, kinds: str = "remove,keep", workers: int = 0,
+                       budget: int | None = None,
                        device: str = "cpu", stack: int = 1, methods: str = "",
                        ingest: tuple[str, ...] = (), export: str = "",
                        experiment: str | None = None) -> EvalRequest:
@@ -80,6 +82,9 @@ def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: 
         raise ConfigError(f"seeds={seeds} is invalid: retrain each held-out coalition with at least 1 seed")
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"fraction={fraction} is invalid: remove a fraction in (0, 1) of contributors, e.g. 0.4")
+    chosen_kinds = tuple(k for k in COUNTERFACTUALS if k in kinds.replace(",", " ").split())
+    if not chosen_kinds or set(kinds.replace(",", " ").split()) - set(COUNTERFACTUALS):
+        raise ConfigError(f"kinds={kinds!r} is invalid: use remove, keep or remove,keep")
     if stack < 1:
         raise ConfigError(f"stack={stack} is invalid: train at least one model at a time")
     if device.startswith("cuda"):
@@ -102,7 +107,8 @@ def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: 
     train_seeds = tuple(cfg.train.seed + s for s in range(seeds))
     if budget is not None and budget <= 0:
         budget = None  # the MLproject default: 10 n
-    return EvalRequest(cfg, use_case, overrides, alpha, count, train_seeds, fraction, workers, budget, device, stack,
+    return EvalRequest(cfg, use_case, overrides, alpha, count, train_seeds, fraction, chosen_kinds, workers, budget,
+                       device, stack,
                        chosen or known, tuple(Path(p) for p in ingest), Path(export) if export else None,
                        experiment or cfg.name)
 
@@ -128,17 +134,18 @@ def _truth(outcomes: dict[str, Retrained], jobs, masks: np.ndarray, seeds: tuple
     return np.array([[by.get((bits(m), s), np.nan) for m in masks] for s in seeds])
 
 
-def _counterfactual(outcomes: dict[str, Retrained], cfg: UseCaseConfig, methods: list[MethodValues],
-                    fraction: float, seeds: tuple[int, ...], version: str) -> dict[str, dict[str, tuple[float, float]]]:
-    """{method: {"remove_top": (mean %, ci), "keep_top": (mean %, ci)}}: relative change vs the full retraining."""
-    jobs = counterfactual_jobs(cfg, {m.name: m.values for m in methods}, fraction, seeds, version)
+def _counterfactual(outcomes: dict[str, Retrained], req: EvalRequest, methods: list[MethodValues],
+                    version: str) -> dict[str, dict[str, tuple[float, float]]]:
+    """{method: {"remove_top40": (mean %, ci), "keep_top40": ...}}: relative change vs the full retraining."""
+    cfg, fraction, seeds = req.cfg, req.fraction, req.seeds
+    jobs = counterfactual_jobs(cfg, {m.name: m.values for m in methods}, fraction, seeds, version, req.kinds)
     by = {(job.mask, job.seed): outcomes[job.key].utility for job in jobs}
     n = len(methods[0].values)
     before = np.array([by[(bits(np.ones(n, bool)), s)] for s in seeds])
     share = round(100 * fraction)
     out = {}
     for method in methods:
-        masks = counterfactual_masks(method.values, fraction)
+        masks = counterfactual_masks(method.values, fraction, req.kinds)
         out[method.name] = {f"{kind}_top{share}": L.relative_change(before, np.array([by[(bits(mask), s)]
                                                                                         for s in seeds]))
                             for kind, mask in masks.items()}
@@ -184,16 +191,18 @@ def _evaluate(tracker: Tracker, req: EvalRequest, parent: str, workdir: Path, co
     with_retrain = bool(set(RETRAIN_METHODS) & set(req.methods))
     early = heldout + (retrain_jobs(study, req.seeds, version) if with_retrain else [])
     if counterfactual:  # plan what is known now, so one exported job file holds as much as possible
-        early += counterfactual_jobs(cfg, {m.name: m.values for m in methods}, req.fraction, req.seeds, version)
+        early += counterfactual_jobs(cfg, {m.name: m.values for m in methods}, req.fraction, req.seeds, version,
+                                     req.kinds)
     outcomes = _ensure(tracker, req, study, early, parent, progress)
     if with_retrain:
         methods += [m for m in retrain_methods(study, outcomes, req.seeds, version, req.budget)
                     if m.name in req.methods]
     changes = None
     if counterfactual:
-        late = counterfactual_jobs(cfg, {m.name: m.values for m in methods}, req.fraction, req.seeds, version)
+        late = counterfactual_jobs(cfg, {m.name: m.values for m in methods}, req.fraction, req.seeds, version,
+                                   req.kinds)
         outcomes = _ensure(tracker, req, study, late, parent, progress)
-        changes = _counterfactual(outcomes, cfg, methods, req.fraction, req.seeds, version)
+        changes = _counterfactual(outcomes, req, methods, version)
     truth = _truth(outcomes, heldout, masks, req.seeds)
     return _report(tracker, parent, study, methods, masks, truth, changes, out or workdir / "evaluation",
                    json_path)

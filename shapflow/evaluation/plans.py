@@ -9,8 +9,8 @@ from shapflow.config import UseCaseConfig
 from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, job_key
 from shapflow.shapley import SAMPLERS, min_budget
 
-__all__ = ["coalition_cost", "counterfactual_jobs", "counterfactual_masks", "equal_compute_budget", "heldout_jobs",
-           "loo_jobs", "retrain_shapley_jobs", "top_k"]
+__all__ = ["COUNTERFACTUALS", "coalition_cost", "counterfactual_jobs", "counterfactual_masks", "equal_compute_budget",
+           "heldout_jobs", "loo_jobs", "retrain_shapley_jobs", "top_k"]
 
 
 def _jobs(cfg: UseCaseConfig, masks: np.ndarray, seeds: tuple[int, ...], purpose: str,
@@ -67,19 +67,23 @@ def top_k(values: np.ndarray, fraction: float) -> np.ndarray:
     return np.argsort(-np.asarray(values, dtype=float), kind="stable")[:k]
 
 
-def counterfactual_masks(values: np.ndarray, fraction: float) -> dict[str, np.ndarray]:
-    """{"remove": everyone but the top fraction, "keep": only the top fraction} for one method's values."""
+COUNTERFACTUALS = ("remove", "keep")
+
+
+def counterfactual_masks(values: np.ndarray, fraction: float,
+                         kinds: tuple[str, ...] = COUNTERFACTUALS) -> dict[str, np.ndarray]:
+    """{"remove": everyone but the top fraction, "keep": only the top fraction} (those of ``kinds``)."""
     top = np.zeros(len(values), bool)
     top[top_k(values, fraction)] = True
-    return {"remove": ~top, "keep": top}
+    return {kind: mask for kind, mask in (("remove", ~top), ("keep", top)) if kind in kinds}
 
 
 def counterfactual_jobs(cfg: UseCaseConfig, methods: dict[str, np.ndarray], fraction: float, seeds: tuple[int, ...],
-                        version: str) -> list[RetrainJob]:
+                        version: str, kinds: tuple[str, ...] = COUNTERFACTUALS) -> list[RetrainJob]:
     """The grand coalition and, per method, its remove-top / keep-top coalitions, per seed (deduplicated)."""
     n = len(next(iter(methods.values())))
     jobs = _jobs(cfg, np.ones((1, n), bool), seeds, "counterfactual-full", version)
     for name, values in methods.items():
-        for kind, mask in counterfactual_masks(values, fraction).items():
+        for kind, mask in counterfactual_masks(values, fraction, kinds).items():
             jobs += _jobs(cfg, mask[None], seeds, f"counterfactual-{kind}-{name}", version)
     return list({job.key: job for job in jobs}.values())

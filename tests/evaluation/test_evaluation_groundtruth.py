@@ -81,6 +81,8 @@ def test_counterfactual_plans_remove_and_keep_the_top_fraction(tiny):
     jobs = counterfactual_jobs(cfg, {"a": values, "b": values.copy()}, 0.4, (0, 1), "v")
     assert len(jobs) == 2 * 3  # full + remove + keep, per seed; b duplicates a and adds nothing
     assert len({j.key for j in jobs}) == len(jobs)
+    removals = counterfactual_jobs(cfg, {"a": values}, 0.4, (0, 1), "v", kinds=("remove",))
+    assert len(removals) == 2 * 2 and {j.key for j in removals} < {j.key for j in jobs}
 
 
 def test_equal_compute_gives_costlier_methods_fewer_coalitions(tiny):
