@@ -79,3 +79,26 @@ def test_every_command_has_help_with_examples():
     for args in (["run"], ["utilities"], ["attribute"], ["report"], ["models", "load"], ["models", "check"]):
         out = runner.invoke(main, [*args, "--help"])
         assert out.exit_code == 0 and "Example" in out.output, args
+
+
+def test_mlproject_evaluate_defaults_match_cli():
+    from shapflow.evaluate_cli import lds_command
+
+    with open("MLproject") as handle:
+        project = yaml.safe_load(handle)
+    defaults = {p.name: p.default for p in lds_command.params}
+    defaults["json"], defaults["export_jobs"] = defaults.pop("json_path"), defaults.pop("export")
+    defaults["ingest"] = ""  # repeatable option; the MLproject passes one (possibly empty) path
+    for name, spec in project["entry_points"]["evaluate"]["parameters"].items():
+        if name == "kind":
+            continue  # the entry point's own switch between `evaluate lds` and `evaluate counterfactual`
+        assert str(spec["default"]) == str(defaults[name]), name
+
+
+@pytest.mark.parametrize("args", [["--alpha", "1.5"], ["--count", "2"], ["--kinds", "drop"], ["--device", "tpu"],
+                                  ["--methods", "magic"], ["--ingest", "missing.jsonl"]])
+def test_invalid_evaluation_parameters_fail_before_any_run(tmp_path, monkeypatch, args):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns.db")
+    out = CliRunner().invoke(main, ["evaluate", "lds", *args])
+    assert out.exit_code == 2 and "invalid" in out.output.lower(), out.output
+    assert not (tmp_path / "mlruns.db").exists()
