@@ -219,6 +219,7 @@ def _report(tracker: Tracker, parent: str, study: Study, methods: list[MethodVal
     extra = {m.name: {"compute": m.compute, **_quality_columns(m.values, reference)} for m in methods}
     frame = results_frame(results, floor, size, changes, extra)
     csv_path, md_path = write_tables(frame, folder, stem="evaluation")
+    _budget_curves(methods, masks, truth, folder)
     scatter_plots({m.name: masks.astype(float) @ m.values for m in methods}, truth, folder / "scatter")
     if json_path is not None:
         write_json(json_path, results, floor, size)
@@ -228,6 +229,27 @@ def _report(tracker: Tracker, parent: str, study: Study, methods: list[MethodVal
     tracker.log(parent, metrics={**metrics, "lds.random_mean": floor.mean, "lds.random_half_width": floor.half_width})
     print(f"shapflow: evaluation tables {csv_path}, {md_path}", file=sys.stderr)
     return Evaluation(parent, frame, folder, methods)
+
+
+def _budget_curves(methods: list[MethodValues], masks: np.ndarray, truth: np.ndarray, folder: Path) -> None:
+    """LDS of each coalition study's values from the first b coalitions of its plan: lds_vs_budget.csv/.png."""
+    rows = [{"method": m.name, "coalitions": b, "lds": L.lds(v, masks, truth, n_boot=0).mean}
+            for m in methods for b, v in sorted(m.prefixes.items())]
+    if not rows:
+        return
+    curves = pd.DataFrame(rows)
+    curves.to_csv(folder / "lds_vs_budget.csv", index=False)
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    ax = figure.subplots()
+    for name, group in curves.groupby("method", sort=False):
+        ax.plot(group["coalitions"], group["lds"], marker="o", label=name)
+    ax.set(xlabel="coalitions evaluated", ylabel="LDS", title="LDS vs coalitions (prefixes of each plan)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(folder / "lds_vs_budget.png", dpi=120)
 
 
 def _degradation_reference(study: Study) -> np.ndarray | None:

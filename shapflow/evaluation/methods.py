@@ -15,7 +15,7 @@ Non-study methods are logged as ``method`` runs (values as metrics), get-or-run 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,13 +47,15 @@ METHOD_STAGE = "method"
 @dataclass(frozen=True)
 class MethodValues:
     """One method's values (n,), its family (shapley | baseline | reference), its compute relative to the
-    sFT-Shapley study (NaN for methods with no coalition evaluations) and where the values come from."""
+    sFT-Shapley study (NaN for methods with no coalition evaluations), where the values come from, and,
+    for coalition studies, the values its estimator gives from the first b coalitions of its plan."""
 
     name: str
     values: np.ndarray
     family: str
     compute: float
     source: str
+    prefixes: dict[int, np.ndarray] = field(default_factory=dict)  # coalitions used -> values (studies)
 
 
 def _values_of(metrics: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
@@ -70,10 +72,14 @@ def _finished_study(tracker: Tracker, request: Request) -> str | None:
     return runs[0].data.tags[STUDY_TAG] if runs else None
 
 
-def _design_values(tracker: Tracker, request: Request, study_id: str) -> np.ndarray:
-    """The estimator's values from the study's logged utilities, reading only its own design's coalitions."""
-    return np.asarray(estimate_from_table(utilities_table(tracker, study_id), request.method,
-                                          plan(request).masks).values, dtype=float)
+def _design_values(tracker: Tracker, request: Request, study_id: str) -> dict[int, np.ndarray]:
+    """{coalitions used: values} from the study's logged utilities, reading only its own design's coalitions:
+    the whole budget and prefixes of 2n, 4n, ... of the plan (how precision grows with compute)."""
+    table, planned = utilities_table(tracker, study_id), plan(request).masks
+    n, first = request.n_contributors, min_budget(request.method, request.n_contributors) - 2
+    sizes = sorted({b for b in range(2 * n, len(planned), 2 * n) if b >= first} | {len(planned)})
+    return {b: np.asarray(estimate_from_table(table, request.method, planned[:b]).values, dtype=float)
+            for b in sizes}
 
 
 def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: str, workers: int,
@@ -102,8 +108,9 @@ def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: s
             study_id = run_attribute(request, uri=tracker.uri, progress=progress).study_id
         compute = budget * coalition_cost(cfg, utility, macs_full, macs_pruned) / (
             sft_budget * coalition_cost(cfg, "sft", macs_full, macs_pruned))
-        out.append(MethodValues(name, _design_values(tracker, request, study_id), "shapley" if "shapley" in name else
-                                "baseline", compute, f"{estimator} on {budget} {utility} coalitions"))
+        prefixes = _design_values(tracker, request, study_id)
+        out.append(MethodValues(name, prefixes[max(prefixes)], "shapley" if "shapley" in name else "baseline",
+                                compute, f"{estimator} on {budget} {utility} coalitions", prefixes))
     return out
 
 
