@@ -127,11 +127,9 @@ def retrain_methods(study: Study, outcomes: dict[str, Retrained], seeds: tuple[i
     macs_full, macs_pruned = study.prune_report["macs_before"], study.prune_report["macs_after"]
     retrain_cost = coalition_cost(cfg, "retrain", macs_full, macs_pruned) / (
         (sft_budget or 10 * n) * coalition_cost(cfg, "sft", macs_full, macs_pruned))
-    loo = {job.key: job for job in loo_jobs(cfg, n, seeds, version)}
-    utility = {(job.mask, job.seed): outcomes[key].utility for key, job in loo.items()}
+    utility = {job.mask: outcomes[job.key].utility for job in loo_jobs(cfg, n, seeds[:1], version)}
     full = bits(np.ones(n, bool))
-    loo_values = np.array([np.mean([utility[(full, s)] - utility[(bits(~np.eye(n, dtype=bool)[i]), s)]
-                                    for s in seeds]) for i in range(n)])
+    loo_values = np.array([utility[full] - utility[bits(~np.eye(n, dtype=bool)[i])] for i in range(n)])
     masks, jobs = retrain_shapley_jobs(cfg, n, 0, version)
     by_mask = {job.mask: outcomes[job.key].utility for job in jobs}
     shapley = estimate(masks, np.array([by_mask[bits(m)] for m in masks]), "leverage", v0=study.v0().utility,
