@@ -256,7 +256,8 @@ def _degradation_reference(study: Study) -> np.ndarray | None:
     """Minus the documented degradation levels (higher = better), when every contributor documents one."""
     info = study.data.info
     if info and all("degradation" in i for i in info):
-        return -np.array([float(i["degradation"]) for i in info])
+        levels = -np.array([float(i["degradation"]) for i in info])
+        return levels if np.ptp(levels) > 0 else None  # all equal: no ranking to compare with
     return None
 
 
