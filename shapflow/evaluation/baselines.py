@@ -173,6 +173,16 @@ def degradation_values(data: ContributorDataset) -> np.ndarray:
     return -np.array([float(info["degradation"]) for info in data.info])
 
 
+def ranked_degradation(data: ContributorDataset) -> np.ndarray | None:
+    """``degradation_values`` when every contributor documents a level and the levels differ, else None
+    (nothing to rank against: the baseline and the agreement columns are left out)."""
+    try:
+        levels = degradation_values(data)
+    except ValueError:
+        return None
+    return levels if np.ptp(levels) > 0 else None
+
+
 def contributor_baselines(data: ContributorDataset, generated: torch.Tensor, scorer: Property) -> dict[str, np.ndarray]:
     """Every baseline of this module, {name: (n_contributors,)}, in ``BASELINE_NAMES`` order.
 

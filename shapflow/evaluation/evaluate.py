@@ -20,6 +20,7 @@ import pandas as pd
 from shapflow.attribute import load_config, score_models
 from shapflow.config import ConfigError, UseCaseConfig
 from shapflow.evaluation import lds as L
+from shapflow.evaluation.baselines import ranked_degradation
 from shapflow.evaluation.groundtruth import bits
 from shapflow.evaluation.methods import (
     RETRAIN_METHODS,
@@ -215,7 +216,7 @@ def _report(tracker: Tracker, parent: str, study: Study, methods: list[MethodVal
     results = [L.lds(m.values, masks, truth, method=m.name) for m in methods]
     floor = L.random_floor(masks, truth)
     size = L.size_only(masks, truth)
-    reference = _degradation_reference(study)
+    reference = ranked_degradation(study.data)
     extra = {m.name: {"compute": m.compute, **_quality_columns(m.values, reference)} for m in methods}
     frame = results_frame(results, floor, size, changes, extra)
     csv_path, md_path = write_tables(frame, folder, stem="evaluation")
@@ -250,15 +251,6 @@ def _budget_curves(methods: list[MethodValues], masks: np.ndarray, truth: np.nda
     ax.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(folder / "lds_vs_budget.png", dpi=120)
-
-
-def _degradation_reference(study: Study) -> np.ndarray | None:
-    """Minus the documented degradation levels (higher = better), when every contributor documents one."""
-    info = study.data.info
-    if info and all("degradation" in i for i in info):
-        levels = -np.array([float(i["degradation"]) for i in info])
-        return levels if np.ptp(levels) > 0 else None  # all equal: no ranking to compare with
-    return None
 
 
 def _quality_columns(values: np.ndarray, reference: np.ndarray | None, k: int = 3) -> dict[str, float]:

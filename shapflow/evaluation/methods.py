@@ -179,11 +179,10 @@ def baseline_methods(tracker: Tracker, study: Study, full_run: str, version: str
                 cache[kind] = contributor_baselines(study.data, generated, study.scorer)
         return cache[kind]
 
-    from shapflow.evaluation.baselines import BASELINE_NAMES
+    from shapflow.evaluation.baselines import BASELINE_NAMES, ranked_degradation
 
     skip = set() if hasattr(study.scorer, "classifier") else {"own-confidence"}
-    levels = {info.get("degradation") for info in study.data.info} if study.data.info else {None}
-    if None in levels or len(levels) < 2:  # undocumented, or all equal: no ranking to compare with
+    if ranked_degradation(study.data) is None:
         skip.add("degradation-level")
     names = {"trak": TRAK_METHODS, "similarity": BASELINE_NAMES}
     out = []
