@@ -151,14 +151,16 @@ class Tracker:
         self.call("set_terminated", run_id, status)
 
     def get_or_run(self, name: str, stage: str, key: str, work: Callable[[str], None], *,
-                   parent: str | None = None, tags: dict[str, str] | None = None) -> tuple[Run, bool]:
-        """The FINISHED run with ``key``, or a new run in which ``work(run_id)`` logs; returns (run, reused).
+                   parent: str | None = None, tags: dict[str, str] | None = None) -> tuple[str, bool]:
+        """The FINISHED run with ``key``, or a new run in which ``work(run_id)`` logs; returns (run id, reused).
 
         A failure (or Ctrl-C) inside ``work`` ends the new run FAILED (KILLED) and re-raises, so it is redone.
+        A new run costs three store calls (search, create, end) plus what ``work`` logs: a coalition's tracking
+        overhead is counted in these, so nothing is read back that the caller does not need.
         """
         found = self.finished(key)
         if found is not None:
-            return found, True
+            return found.info.run_id, True
         run_id = self.start(name, {STAGE_TAG: stage, KEY_TAG: key, **(tags or {})}, parent)
         try:
             work(run_id)
@@ -166,7 +168,7 @@ class Tracker:
             self.end(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
             raise
         self.end(run_id)
-        return self.call("get_run", run_id), False
+        return run_id, False
 
     def retire_leftovers(self, study: str) -> int:
         """Mark RUNNING runs of a study left by a killed job as KILLED (they never count); returns how many."""
@@ -236,11 +238,11 @@ class TrackedStore:
             self.tracker.call("log_artifacts", run_id, str(folder), "model")
             built.append((models, extra))
 
-        run, reused = self.tracker.get_or_run(f"{stage} · {cfg.name}", stage, key, work, parent=self.parent,
-                                              tags={USE_CASE_TAG: cfg.name})
-        self.runs[stage], self.reused[stage] = run.info.run_id, reused
+        run_id, reused = self.tracker.get_or_run(f"{stage} · {cfg.name}", stage, key, work, parent=self.parent,
+                                                 tags={USE_CASE_TAG: cfg.name})
+        self.runs[stage], self.reused[stage] = run_id, reused
         if reused:
-            folder = self.tracker.download(run.info.run_id, "model", self.workdir / f"{stage}-download")
+            folder = self.tracker.download(run_id, "model", self.workdir / f"{stage}-download")
         self.folders[stage] = folder
         if built:
             models, extra = built[0]

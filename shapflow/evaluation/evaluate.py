@@ -3,7 +3,8 @@
 One ``evaluate`` run (parent) holds the stage runs it had to compute, the ``method`` runs, and the
 retraining runs it had to compute (each reused by every later evaluation of the use case). Outputs:
 ``evaluation.csv``/``.md`` (every method: LDS with its CIs, counterfactual changes, agreement with the
-documented degradation levels, compute), LDS scatter plots, and the ``--json`` summary.
+documented degradation levels, compute, LDS of the estimator on all the study's coalitions), LDS scatter
+plots, LDS vs coalitions, the game's profile by coalition size, and the ``--json`` summary.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from shapflow.attribute import load_config, score_models
 from shapflow.config import ConfigError, UseCaseConfig
 from shapflow.evaluation import lds as L
 from shapflow.evaluation.baselines import ranked_degradation
+from shapflow.evaluation.game import first_contributor_share, plot_profile, size_profile
 from shapflow.evaluation.groundtruth import bits
 from shapflow.evaluation.methods import (
     RETRAIN_METHODS,
@@ -36,7 +38,7 @@ from shapflow.evaluation.plans import COUNTERFACTUALS, counterfactual_jobs, coun
 from shapflow.evaluation.runs import Retrained, ensure_retrained
 from shapflow.evaluation.tables import results_frame, scatter_plots, write_json, write_tables
 from shapflow.pipeline import Study, load_study
-from shapflow.tracking import STAGE_TAG, USE_CASE_TAG, TrackedStore, Tracker, open_tracker
+from shapflow.tracking import STAGE_TAG, USE_CASE_TAG, TrackedStore, Tracker, open_tracker, utilities_table
 
 __all__ = ["EvalRequest", "Evaluation", "evaluate", "parse_eval_request"]
 
@@ -218,16 +220,21 @@ def _report(tracker: Tracker, parent: str, study: Study, methods: list[MethodVal
     size = L.size_only(masks, truth)
     reference = ranked_degradation(study.data)
     extra = {m.name: {"compute": m.compute, **_quality_columns(m.values, reference)} for m in methods}
+    for m in methods:  # the same estimator on every coalition its study logged: would more coalitions help?
+        if m.pooled is not None:
+            extra[m.name]["lds_all_coalitions"] = L.lds(m.pooled, masks, truth, n_boot=0).mean
     frame = results_frame(results, floor, size, changes, extra)
     csv_path, md_path = write_tables(frame, folder, stem="evaluation")
     _budget_curves(methods, masks, truth, folder)
+    game = _game_profile(tracker, methods, masks, truth, folder)
     scatter_plots({m.name: masks.astype(float) @ m.values for m in methods}, truth, folder / "scatter")
     if json_path is not None:
         write_json(json_path, results, floor, size)
         tracker.call("log_artifact", parent, str(json_path))
     tracker.call("log_artifacts", parent, str(folder))
     metrics = {f"lds.{r.method}": r.mean for r in results if np.isfinite(r.mean)}
-    tracker.log(parent, metrics={**metrics, "lds.random_mean": floor.mean, "lds.random_half_width": floor.half_width})
+    tracker.log(parent, metrics={**metrics, **game, "lds.random_mean": floor.mean,
+                                 "lds.random_half_width": floor.half_width})
     print(f"shapflow: evaluation tables {csv_path}, {md_path}", file=sys.stderr)
     return Evaluation(parent, frame, folder, methods)
 
@@ -251,6 +258,26 @@ def _budget_curves(methods: list[MethodValues], masks: np.ndarray, truth: np.nda
     ax.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(folder / "lds_vs_budget.png", dpi=120)
+
+
+def _game_profile(tracker: Tracker, methods: list[MethodValues], masks: np.ndarray, truth: np.ndarray,
+                  folder: Path) -> dict[str, float]:
+    """game_profile.csv/.png of the sFT study (utilities by coalition size, the held-out retrainings beside
+    them); returns the ``game.first_contributor_share`` metric ({} without an sFT study)."""
+    study_id = next((m.study_id for m in methods if m.name.startswith("sft-") and m.study_id), "")
+    table = utilities_table(tracker, study_id) if study_id else pd.DataFrame()
+    if table.empty:
+        return {}
+    profile = size_profile(table)
+    profile.to_csv(folder / "game_profile.csv", index=False)
+    sizes = masks.sum(axis=1)
+    retrained = (int(sizes[0]), truth) if np.all(sizes == sizes[0]) else None
+    plot_profile(profile, folder / "game_profile.png", retrained)
+    share = first_contributor_share(profile)
+    print(f"shapflow: one contributor alone earns {share:.0%} of v1 - v0 in the sFT game "
+          f"(game_profile.png; Shapley weighs that first step as much as the middle sizes the LDS tests)",
+          file=sys.stderr)
+    return {"game.first_contributor_share": share} if np.isfinite(share) else {}
 
 
 def _quality_columns(values: np.ndarray, reference: np.ndarray | None, k: int = 3) -> dict[str, float]:

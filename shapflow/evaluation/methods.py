@@ -56,6 +56,8 @@ class MethodValues:
     compute: float
     source: str
     prefixes: dict[int, np.ndarray] = field(default_factory=dict)  # coalitions used -> values (studies)
+    study_id: str = ""  # studies: the study whose logged utilities the values come from
+    pooled: np.ndarray | None = None  # studies: the estimator on EVERY coalition the study logged (all designs)
 
 
 def _values_of(metrics: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
@@ -110,8 +112,18 @@ def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: s
             sft_budget * coalition_cost(cfg, "sft", macs_full, macs_pruned))
         prefixes = _design_values(tracker, request, study_id)
         out.append(MethodValues(name, prefixes[max(prefixes)], "shapley" if "shapley" in name else "baseline",
-                                compute, f"{estimator} on {budget} {utility} coalitions", prefixes))
+                                compute, f"{estimator} on {budget} {utility} coalitions", prefixes, study_id,
+                                _pooled_values(tracker, estimator, study_id)))
     return out
+
+
+def _pooled_values(tracker: Tracker, estimator: str, study_id: str) -> np.ndarray | None:
+    """The estimator on every coalition the study logged (designs of one utility share a study): would more
+    coalitions help it? None where the estimator cannot read other designs' rows (leave-one-out)."""
+    try:
+        return np.asarray(estimate_from_table(utilities_table(tracker, study_id), estimator).values, dtype=float)
+    except ValueError:
+        return None
 
 
 def retrain_jobs(study: Study, seeds: tuple[int, ...], version: str) -> list[RetrainJob]:
@@ -145,14 +157,19 @@ def _logged_method(tracker: Tracker, study: Study, name: str, key: str, parent: 
     """A non-study method's values: from its FINISHED ``method`` run with ``key``, or computed and logged."""
     names = study.data.names
 
+    computed: list[np.ndarray] = []
+
     def work(run_id: str) -> None:
-        values = compute_values()
+        values = np.asarray(compute_values(), dtype=float)
         tracker.log(run_id, params={"method": name, "source": source},
                     metrics={f"value.{n}": float(v) for n, v in zip(names, values, strict=True)})
+        computed.append(values)
 
-    run, _ = tracker.get_or_run(f"method · {name} · {study.cfg.name}", METHOD_STAGE, key, work, parent=parent,
-                                tags={USE_CASE_TAG: study.cfg.name, "shapflow.method": name})
-    return _values_of(dict(run.data.metrics), names)
+    run_id, reused = tracker.get_or_run(f"method · {name} · {study.cfg.name}", METHOD_STAGE, key, work,
+                                        parent=parent, tags={USE_CASE_TAG: study.cfg.name, "shapflow.method": name})
+    if not reused:
+        return computed[0]
+    return _values_of(dict(tracker.call("get_run", run_id).data.metrics), names)
 
 
 def all_method_names() -> tuple[str, ...]:

@@ -5,6 +5,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -105,6 +106,11 @@ def test_evaluate_chain_reuses_ground_truth_across_methods(tmp_path, monkeypatch
     table = (tmp_path / "b" / "evaluation.csv").read_text()
     assert "own-property" in table and "random" in table
     assert (tmp_path / "a" / "scatter" / "lds_scatter_sft-shapley.png").stat().st_size > 0
+    first_table = pd.read_csv(tmp_path / "a" / "evaluation.csv").set_index("method")
+    assert np.isfinite(first_table.loc["sft-shapley", "lds_all_coalitions"])  # the study's 12 + 2 endpoint runs
+    profile = pd.read_csv(tmp_path / "a" / "game_profile.csv")
+    assert profile["count"].sum() == 14 and profile["size"].min() == 0
+    assert (tmp_path / "a" / "game_profile.png").stat().st_size > 0
     bad = CliRunner().invoke(main, ["evaluate", "lds", "--methods", "magic"])
     assert bad.exit_code == 2 and "choose from" in bad.output
     assert np.isfinite(summary["sft-shapley"]["lds"])
