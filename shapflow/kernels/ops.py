@@ -3,7 +3,9 @@
 All backends share one formulation: the GroupNorm weight/bias and the optional per-sample
 scale/shift of the time embedding are folded into per-sample affine ``gamma, beta`` of shape
 (N, C) by cheap torch ops (so autograd reduces their gradients), then one kernel computes
-``act((x - mean_g) * rstd_g * gamma + beta)``.
+``act((x - mean_g) * rstd_g * gamma + beta)``. The C++ backend folds and differentiates in C++
+(``shapflow::group_norm_silu_affine`` and the core op's C++ autograd), so no Python op runs per
+call; Triton folds with ``fold_affine`` and gets autograd from ``register_python_autograd``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 from shapflow.kernels._loader import load_extension
 from shapflow.kernels.reference import group_norm_silu_reference
 
-__all__ = ["fold_affine", "group_norm_silu", "register_autograd_and_fake"]
+__all__ = ["fold_affine", "group_norm_silu", "register_fake_kernels", "register_python_autograd"]
 
 
 def fold_affine(
@@ -35,8 +37,8 @@ def fold_affine(
     return gamma.expand(n, c).contiguous(), beta.expand(n, c).contiguous()
 
 
-def register_autograd_and_fake(op: str, backward_op: str, stats_dtype: torch.dtype | None) -> None:
-    """Register fake (meta) kernels and autograd for ``op`` and its ``backward_op``.
+def register_fake_kernels(op: str, backward_op: str, stats_dtype: torch.dtype | None) -> None:
+    """Register fake (meta) kernels of ``op`` and its ``backward_op``, which torch.compile traces with.
 
     stats_dtype: dtype of the (N, G) mean/rstd outputs; None means float64 for float64 x, else float32.
     """
@@ -54,6 +56,13 @@ def register_autograd_and_fake(op: str, backward_op: str, stats_dtype: torch.dty
     @torch.library.register_fake(backward_op)
     def _fake_backward(grad_y, x, gamma, beta, mean, rstd, num_groups, silu):
         return torch.empty_like(x), torch.empty_like(gamma), torch.empty_like(beta)
+
+
+def register_python_autograd(op: str, backward_op: str) -> None:
+    """Register autograd of ``op`` in Python: its backward calls ``backward_op``; mean/rstd get no gradient.
+
+    For ops without a C++ autograd kernel (the Triton ones); the C++ op has its own (csrc/).
+    """
 
     def _setup_context(ctx, inputs, output):
         x, gamma, beta, num_groups, _eps, silu = inputs
@@ -75,11 +84,11 @@ def register_autograd_and_fake(op: str, backward_op: str, stats_dtype: torch.dty
 
 @torch.compiler.disable(recursive=False)
 def _ensure_cpp_registered() -> bool:
-    """Load the extension once and register its fake/autograd kernels; False when unavailable."""
+    """Load the extension once and register its fake kernels; False when unavailable."""
     if getattr(_ensure_cpp_registered, "done", None) is None:
         ok = load_extension() is not None
         if ok:
-            register_autograd_and_fake("shapflow::group_norm_silu", "shapflow::group_norm_silu_backward", None)
+            register_fake_kernels("shapflow::group_norm_silu", "shapflow::group_norm_silu_backward", None)
         _ensure_cpp_registered.done = ok  # type: ignore[attr-defined]
     return _ensure_cpp_registered.done  # type: ignore[attr-defined]
 
@@ -103,11 +112,11 @@ def group_norm_silu(
     """
     if backend == "eager" or (backend == "cpp" and not _ensure_cpp_registered()):
         return group_norm_silu_reference(x, weight, bias, num_groups, eps, scale=scale, shift=shift, silu=silu)
-    gamma, beta = fold_affine(x, weight, bias, scale, shift)
     if backend == "cpp":
-        return torch.ops.shapflow.group_norm_silu(x.contiguous(), gamma, beta, num_groups, eps, silu)[0]
+        return torch.ops.shapflow.group_norm_silu_affine(x, weight, bias, scale, shift, num_groups, eps, silu)
     if backend == "triton":
         from shapflow.kernels import triton_ops
 
+        gamma, beta = fold_affine(x, weight, bias, scale, shift)
         return triton_ops.group_norm_silu_op(x.contiguous(), gamma, beta, num_groups, eps, silu)[0]
     raise ValueError(f"group_norm_silu: backend={backend!r} is not one of 'cpp', 'triton', 'eager'")

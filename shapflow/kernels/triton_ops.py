@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from shapflow.kernels.ops import register_autograd_and_fake
+from shapflow.kernels.ops import register_fake_kernels, register_python_autograd
 
 __all__ = ["group_norm_silu_op"]
 
@@ -153,5 +153,5 @@ def group_norm_silu_backward_op(
     return dx, dgamma, dbeta
 
 
-register_autograd_and_fake("shapflow_triton::group_norm_silu", "shapflow_triton::group_norm_silu_backward",
-                           torch.float32)
+register_fake_kernels("shapflow_triton::group_norm_silu", "shapflow_triton::group_norm_silu_backward", torch.float32)
+register_python_autograd("shapflow_triton::group_norm_silu", "shapflow_triton::group_norm_silu_backward")

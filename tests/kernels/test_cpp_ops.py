@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
 from shapflow.kernels import backend_info, group_norm_silu, group_norm_silu_reference
 from shapflow.kernels.ops import _ensure_cpp_registered, fold_affine
+
+# The grad_fn of the op's output: the C++ torch::autograd::Function of csrc/group_norm_silu_autograd.cpp.
+CPP_NODE = "torch::autograd::CppNode<shapflow::(anonymous namespace)::GroupNormSiluFunction>"
 
 pytestmark = pytest.mark.skipif(not _ensure_cpp_registered(), reason="C++ extension not built")
 
@@ -35,10 +40,55 @@ def test_forward_and_gradients_match_eager(n, c, h, g, per_sample, silu):
         assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())
 
 
-def test_gradcheck_float64():
-    x, w, b, sc, sh = _leaves(2, 6, 3, dtype=torch.float64)
-    assert torch.autograd.gradcheck(
-        lambda *a: group_norm_silu(a[0], a[1], a[2], 3, scale=a[3], shift=a[4], backend="cpp"), (x, w, b, sc, sh))
+def _eager(x, weight, bias, num_groups, **kwargs):
+    """The reference with weight ones where only a bias is given: F.group_norm's CPU backward fails with
+    weight=None and a bias ("tensor does not have a device", torch 2.13)."""
+    if weight is None and bias is not None:
+        weight = torch.ones_like(bias)
+    return group_norm_silu_reference(x, weight, bias, num_groups, **kwargs)
+
+
+@pytest.mark.parametrize("given", ["wbst", "wb", "st", "ws", "bt", "wbs", "t", ""])
+def test_affine_op_gradients_match_eager_and_gradcheck(given):
+    """Any subset of weight (w), bias (b), scale (s), shift (t): gradients of x, weight, bias and temb through
+    the C++ folding equal eager's and pass gradcheck (float64); x and scale/shift are non-contiguous."""
+    g = torch.Generator().manual_seed(len(given))
+    x = torch.randn(2, 6, 4, 3, generator=g, dtype=torch.float64).transpose(2, 3).requires_grad_(True)
+    w, b = (torch.randn(6, generator=g, dtype=torch.float64).requires_grad_(True) for _ in range(2))
+    temb = torch.randn(2, 12, generator=g, dtype=torch.float64).requires_grad_(True)
+
+    def run(fn, x, w, b, temb):
+        scale, shift = temb.chunk(2, dim=1)  # (N, C) views of the time embedding, as ResnetBlock2D passes them
+        return fn(x, w if "w" in given else None, b if "b" in given else None, 3,
+                  scale=scale if "s" in given else None, shift=shift if "t" in given else None)
+
+    inputs = (x, w, b, temb)
+    y, y0 = run(partial(group_norm_silu, backend="cpp"), *inputs), run(_eager, *inputs)
+    assert (y - y0).abs().max().item() <= 1e-12
+    dy = torch.randn_like(y0)
+    grads, grads0 = (torch.autograd.grad(out, inputs, dy, allow_unused=True) for out in (y, y0))
+    for got, want in zip(grads, grads0, strict=True):
+        assert (got is None and want is None) or (got - want).abs().max().item() <= 1e-12 * max(
+            1.0, want.abs().max().item())
+    assert torch.autograd.gradcheck(partial(run, partial(group_norm_silu, backend="cpp")), inputs)
+
+
+def test_cpp_path_runs_no_python_autograd():
+    """The op's grad_fn is the C++ Function, mean/rstd are non-differentiable, and no node of the graph is a
+    Python autograd.Function (torch.library.register_autograd would add one)."""
+    x, w, b, sc, sh = _leaves(2, 6, 3)
+    y = group_norm_silu(x, w, b, 3, scale=sc, shift=sh, backend="cpp")
+    assert y.grad_fn.name() == CPP_NODE
+    nodes, stack = [], [y.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None:
+            nodes.append(node)
+            stack.extend(child for child, _ in node.next_functions)
+    assert not any(isinstance(node, torch.autograd.function.BackwardCFunction) for node in nodes)
+    gamma, beta = fold_affine(x, w, b, sc, sh)
+    _, mean, rstd = torch.ops.shapflow.group_norm_silu(x, gamma, beta, 3, 1e-5, True)
+    assert not mean.requires_grad and not rstd.requires_grad
 
 
 @pytest.mark.parametrize(("n", "c", "h", "g"), [(2, 9, 3, 3), (1, 4, 2, 2)])
@@ -47,6 +97,15 @@ def test_opcheck(n, c, h, g):
     gamma, beta = (t.detach().requires_grad_(True) for t in fold_affine(x, w, b, sc, sh))
     torch.library.opcheck(torch.ops.shapflow.group_norm_silu.default, (x.detach().requires_grad_(True), gamma, beta,
                                                                        g, 1e-5, True))
+
+
+@pytest.mark.parametrize("given", ["wbst", "bt"])
+def test_opcheck_affine(given):
+    """Schema, fake tensors and dynamic-shape AOT tracing of the composite op (non-contiguous x)."""
+    x, w, b, sc, sh = _leaves(2, 6, 3)
+    affine = [t if name in given else None for name, t in zip("wbst", (w, b, sc, sh), strict=True)]
+    torch.library.opcheck(torch.ops.shapflow.group_norm_silu_affine.default,
+                          (x.transpose(2, 3), *affine, 3, 1e-5, "s" in given))
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -58,6 +117,10 @@ def test_bad_inputs_raise_clear_errors():
         torch.ops.shapflow.group_norm_silu(x, torch.ones(6), torch.ones(6), 3, 1e-5, True)
     with pytest.raises(RuntimeError, match="contiguous"):
         torch.ops.shapflow.group_norm_silu(x.transpose(2, 3), gamma, gamma, 3, 1e-5, True)
+    with pytest.raises(RuntimeError, match=r"weight must hold C = 6 values, got shape \[5\]"):
+        torch.ops.shapflow.group_norm_silu_affine(x, torch.ones(5), None, None, None, 3, 1e-5, True)
+    with pytest.raises(RuntimeError, match=r"shift must hold N \* C = 12 values"):
+        torch.ops.shapflow.group_norm_silu_affine(x, None, None, None, torch.ones(2, 5), 3, 1e-5, True)
 
 
 def test_backend_info_reports_the_extension():
