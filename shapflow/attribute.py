@@ -45,6 +45,7 @@ from shapflow.tracking import (
     STAGE_TAG,
     STUDY_TAG,
     USE_CASE_TAG,
+    Finisher,
     TrackedStore,
     Tracker,
     identity,
@@ -191,22 +192,22 @@ class Driver:
         """A coalition's identity: (coalition stage key via the study id, upstream run, mask, sFT seed)."""
         return identity("coalition", self.study_id, mask_key(mask), self.request.cfg.sft.seed)
 
-    def log_outcome(self, run_id: str, cid: str, mask: np.ndarray, outcome: CoalitionResult | Outcome) -> None:
-        """Params, metrics (utility, properties, sFT/sampling/scoring seconds) and sample grid of one run."""
+    def log_outcome(self, run_id: str, cid: str, mask: np.ndarray, outcome: CoalitionResult | Outcome) -> Path:
+        """Log params and metrics (utility, properties, sFT/sampling/scoring seconds) of one run; returns its
+        sample grid, the artifact ``get_or_run`` uploads before the run ends."""
         timings = {"sft_seconds": outcome.timings.get("train_seconds", 0.0),
                    "sampling_seconds": outcome.timings.get("sample_seconds", 0.0),
                    "scoring_seconds": outcome.timings.get("score_seconds", 0.0)}
         self.tracker.log(run_id, params=self.params(cid, mask),
                          metrics={"utility": outcome.utility, **outcome.properties, **timings})
-        grid = image_grid(outcome.images, self.workdir / f"{run_id}" / "samples.png")
-        self.tracker.call("log_artifact", run_id, str(grid))
+        return image_grid(outcome.images, self.workdir / f"{run_id}" / "samples.png")
 
     def endpoints(self) -> None:
         """Get-or-run v0 (empty coalition: untrained model) and v1 (grand coalition) as endpoint runs."""
         n = self.request.n_contributors
         for cid, mask, evaluate in (("v0", np.zeros(n, bool), self.study.v0), ("v1", np.ones(n, bool), self.study.v1)):
-            def work(run_id: str, cid: str = cid, mask: np.ndarray = mask, evaluate=evaluate) -> None:
-                self.log_outcome(run_id, cid, mask, evaluate())
+            def work(run_id: str, cid: str = cid, mask: np.ndarray = mask, evaluate=evaluate) -> Path:
+                return self.log_outcome(run_id, cid, mask, evaluate())
 
             self.tracker.get_or_run(f"{cid} · {self.request.cfg.name}", "endpoint", self.key(mask), work,
                                     parent=self.parent, tags=self.tags(cid))
@@ -229,10 +230,12 @@ class Driver:
         bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="coalitions", unit="S",
                    disable=not progress, file=sys.stderr)
         ran = 0
-        for chunk in self._rounds(pending):
-            if self.request.until_converged and self.converged():
-                break
-            ran += self._evaluate(planned, chunk, bar)
+        with Finisher(self.tracker) as finisher:  # uploads + ends runs while the next coalition evaluates
+            for chunk in self._rounds(pending):
+                if self.request.until_converged and self.converged():
+                    break
+                ran += self._evaluate(planned, chunk, bar, finisher)
+                finisher.drain()  # the round's runs are FINISHED before the convergence rule reads them
         bar.close()
         return ran
 
@@ -244,7 +247,7 @@ class Driver:
         items = list(pending.items())
         return [dict(items[i:i + size]) for i in range(0, len(items), size)]
 
-    def _evaluate(self, planned: Coalitions, pending: dict[int, np.ndarray], bar: tqdm) -> int:
+    def _evaluate(self, planned: Coalitions, pending: dict[int, np.ndarray], bar: tqdm, finisher: Finisher) -> int:
         """Evaluate one round of coalitions through the executor and log each as it completes."""
         folders = {stage: str(path) for stage, path in self.store.folders.items()}
         lookup = (self.tracker.uri, self.tracker.experiment_id, {r: self.key(m) for r, m in pending.items()})
@@ -255,11 +258,11 @@ class Driver:
                 bar.update(1)
                 continue
 
-            def work(run_id: str, cid: str = cid, mask: np.ndarray = mask, outcome: Outcome = outcome) -> None:
-                self.log_outcome(run_id, cid, mask, outcome)
+            def work(run_id: str, cid: str = cid, mask: np.ndarray = mask, outcome: Outcome = outcome) -> Path:
+                return self.log_outcome(run_id, cid, mask, outcome)
 
             self.tracker.get_or_run(self.name(cid, mask), "coalition", self.key(mask), work, parent=self.parent,
-                                    tags=self.tags(cid))
+                                    tags=self.tags(cid), finisher=finisher)
             bar.update(1)
             if not bar.disable and bar.n % self.request.n_contributors == 0:  # a store query: every n coalitions
                 bar.set_postfix_str(self.forecast(), refresh=True)

@@ -15,6 +15,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "STAGE_TAG",
     "STUDY_TAG",
     "USE_CASE_TAG",
+    "Finisher",
     "TrackedStore",
     "Tracker",
     "code_version",
@@ -150,25 +152,41 @@ class Tracker:
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.call("set_terminated", run_id, status)
 
-    def get_or_run(self, name: str, stage: str, key: str, work: Callable[[str], None], *,
-                   parent: str | None = None, tags: dict[str, str] | None = None) -> tuple[str, bool]:
+    def get_or_run(self, name: str, stage: str, key: str, work: Callable[[str], Path | None], *,
+                   parent: str | None = None, tags: dict[str, str] | None = None,
+                   finisher: Finisher | None = None) -> tuple[str, bool]:
         """The FINISHED run with ``key``, or a new run in which ``work(run_id)`` logs; returns (run id, reused).
 
-        A failure (or Ctrl-C) inside ``work`` ends the new run FAILED (KILLED) and re-raises, so it is redone.
-        A new run costs three store calls (search, create, end) plus what ``work`` logs: a coalition's tracking
-        overhead is counted in these, so nothing is read back that the caller does not need.
+        ``work`` may return a file to log as an artifact before the run ends; with a ``finisher`` the upload
+        and the end happen on its background thread (the caller goes on; the run turns FINISHED only once
+        its artifact is there). A failure (or Ctrl-C) inside ``work`` ends the new run FAILED (KILLED) and
+        re-raises, so it is redone. Nothing is read back that the caller does not need (store calls are a
+        coalition's tracking overhead).
         """
         found = self.finished(key)
         if found is not None:
             return found.info.run_id, True
         run_id = self.start(name, {STAGE_TAG: stage, KEY_TAG: key, **(tags or {})}, parent)
         try:
-            work(run_id)
+            artifact = work(run_id)
         except BaseException as err:
             self.end(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
             raise
-        self.end(run_id)
+        if finisher is None:
+            self.finish(run_id, artifact)
+        else:
+            finisher.submit(run_id, artifact)
         return run_id, False
+
+    def finish(self, run_id: str, artifact: Path | None = None) -> None:
+        """Log ``artifact`` (if any), then end the run FINISHED (FAILED, re-raised, if the upload fails)."""
+        try:
+            if artifact is not None:
+                self.call("log_artifact", run_id, str(artifact))
+        except BaseException:
+            self.end(run_id, "FAILED")
+            raise
+        self.end(run_id)
 
     def retire_leftovers(self, study: str) -> int:
         """Mark RUNNING runs of a study left by a killed job as KILLED (they never count); returns how many."""
@@ -181,6 +199,35 @@ class Tracker:
         """Copy a run's artifact folder ``path`` under ``into`` and return the local folder."""
         return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(into),
                                                         tracking_uri=self.uri))
+
+
+class Finisher:
+    """Ends runs off the driver's critical path: one background thread uploads each run's artifact and then
+    marks it FINISHED, in submission order, while the driver evaluates the next coalition. A run whose finish
+    never happened (a killed driver) stays RUNNING, never counts, and is redone. ``drain`` waits for every
+    submitted finish and re-raises the first failure; use it before reading FINISHED runs back."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shapflow-finish")
+        self._pending: list[Future[None]] = []
+
+    def submit(self, run_id: str, artifact: Path | None) -> None:
+        self._pending.append(self._pool.submit(self.tracker.finish, run_id, artifact))
+
+    def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def __enter__(self) -> Finisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.drain()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def open_tracker(experiment: str | None = None, uri: str | None = None) -> Tracker:
