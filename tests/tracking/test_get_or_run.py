@@ -2,7 +2,7 @@
 
 import pytest
 
-from shapflow.tracking import KEY_TAG, open_tracker
+from shapflow.tracking import KEY_TAG, Finisher, open_tracker
 
 
 @pytest.fixture
@@ -41,3 +41,20 @@ def test_failed_run_is_redone(tracker):
     statuses = sorted(r.info.status for r in tracker.search(f"tags.`{KEY_TAG}` = 'k'"))
     assert statuses == ["FAILED", "FINISHED"]
     assert len(_finished(tracker, "k")) == 1
+
+
+def test_finisher_ends_a_run_only_after_its_artifact_is_logged(tracker, tmp_path):
+    grid = tmp_path / "samples.png"
+    grid.write_bytes(b"png")
+    with Finisher(tracker) as finisher:
+        run_id, reused = tracker.get_or_run("coalition 1", "coalition", "c1", lambda run_id: grid, finisher=finisher)
+        finisher.drain()
+        run = tracker.call("get_run", run_id)
+        assert not reused and run.info.status == "FINISHED"
+        assert [a.path for a in tracker.call("list_artifacts", run_id)] == ["samples.png"]
+        missing = tmp_path / "never-written.png"
+        failed, _ = tracker.get_or_run("coalition 2", "coalition", "c2", lambda run_id: missing, finisher=finisher)
+        with pytest.raises(Exception, match="never-written"):
+            finisher.drain()  # the upload failed: the run is FAILED (redone next time), the error surfaces
+    assert tracker.call("get_run", failed).info.status == "FAILED"
+    assert tracker.finished("c2") is None
