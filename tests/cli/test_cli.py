@@ -48,7 +48,7 @@ def test_models_commands(cli):
     listing = runner.invoke(main, ["models", "list"])
     assert "digits-classes-pruned/1" in listing.output and "candidate" in listing.output
     check = runner.invoke(main, ["models", "check", "digits-classes-pruned@candidate"])
-    assert check.exit_code == 0 and "neg_log_fd" in json.loads(check.output)
+    assert check.exit_code == 0 and "neg_log_fd" in json.loads(check.stdout)  # warnings go to stderr
     assert runner.invoke(main, ["models", "load", "digits-classes-pruned@nope"]).exit_code == 2
 
 
