@@ -21,7 +21,7 @@ def cli(tiny_store, monkeypatch):
 def test_values_recomputed_from_logged_utilities_with_two_estimators(cli):
     runner, _, request = cli
     tracker = open_tracker(request.experiment)
-    table = json.loads(runner.invoke(main, ["utilities", "--format", "json"]).output)
+    table = json.loads(runner.invoke(main, ["utilities", "--format", "json"]).stdout)
     ends = {row["coalition_id"]: row["utility"] for row in table if row["stage"] == "endpoint"}
     for method in ("leverage", "kernelshap-paired"):
         out = runner.invoke(main, ["attribute", "--experiment", request.experiment, "--method", method])
