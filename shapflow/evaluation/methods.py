@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from shapflow.attribute import Request, estimate_from_table, parse_request, plan, run_attribute
 from shapflow.config import stage_key
@@ -74,10 +75,10 @@ def _finished_study(tracker: Tracker, request: Request) -> str | None:
     return runs[0].data.tags[STUDY_TAG] if runs else None
 
 
-def _design_values(tracker: Tracker, request: Request, study_id: str) -> dict[int, np.ndarray]:
+def _design_values(table: pd.DataFrame, request: Request) -> dict[int, np.ndarray]:
     """{coalitions used: values} from the study's logged utilities, reading only its own design's coalitions:
     the whole budget and prefixes of 2n, 4n, ... of the plan (how precision grows with compute)."""
-    table, planned = utilities_table(tracker, study_id), plan(request).masks
+    planned = plan(request).masks
     n, first = request.n_contributors, min_budget(request.method, request.n_contributors) - 2
     sizes = sorted({b for b in range(2 * n, len(planned), 2 * n) if b >= first} | {len(planned)})
     return {b: np.asarray(estimate_from_table(table, request.method, planned[:b]).values, dtype=float)
@@ -94,7 +95,7 @@ def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: s
     cfg, n = study.cfg, study.data.n_contributors
     macs_full, macs_pruned = study.prune_report["macs_before"], study.prune_report["macs_after"]
     sft_budget = sft_budget or 10 * n
-    out = []
+    studies: list[tuple[str, Request, str, float, str]] = []
     for name in names:
         estimator, utility = STUDY_METHODS[name]
         budget = sft_budget if utility == "sft" else equal_compute_budget(cfg, utility, sft_budget, macs_full,
@@ -110,18 +111,22 @@ def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: s
             study_id = run_attribute(request, uri=tracker.uri, progress=progress).study_id
         compute = budget * coalition_cost(cfg, utility, macs_full, macs_pruned) / (
             sft_budget * coalition_cost(cfg, "sft", macs_full, macs_pruned))
-        prefixes = _design_values(tracker, request, study_id)
+        studies.append((name, request, study_id, compute, f"{estimator} on {budget} {utility} coalitions"))
+    # read each study's utilities once, after every design has run (the sFT designs share one study)
+    tables = {study_id: utilities_table(tracker, study_id) for study_id in {entry[2] for entry in studies}}
+    out = []
+    for name, request, study_id, compute, source in studies:
+        prefixes = _design_values(tables[study_id], request)
         out.append(MethodValues(name, prefixes[max(prefixes)], "shapley" if "shapley" in name else "baseline",
-                                compute, f"{estimator} on {budget} {utility} coalitions", prefixes, study_id,
-                                _pooled_values(tracker, estimator, study_id)))
+                                compute, source, prefixes, study_id, _pooled_values(tables[study_id], request.method)))
     return out
 
 
-def _pooled_values(tracker: Tracker, estimator: str, study_id: str) -> np.ndarray | None:
+def _pooled_values(table: pd.DataFrame, estimator: str) -> np.ndarray | None:
     """The estimator on every coalition the study logged (designs of one utility share a study): would more
     coalitions help it? None where the estimator cannot read other designs' rows (leave-one-out)."""
     try:
-        return np.asarray(estimate_from_table(utilities_table(tracker, study_id), estimator).values, dtype=float)
+        return np.asarray(estimate_from_table(table, estimator).values, dtype=float)
     except ValueError:
         return None
 
