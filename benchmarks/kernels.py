@@ -40,20 +40,27 @@ GN_SHAPES = [("gn_digits_8x8x8", 128, 8, 8, 4), ("gn_cifar_90x32x32", 128, 90, 3
              ("gn_cifar_180x16x16", 128, 180, 16, 30)]
 
 
-def timeit(fn: Callable[[], object], device: str, reps: int, warmup: int = 3) -> float:
-    """Median seconds of ``fn()`` over ``reps`` runs after ``warmup`` (synchronised on CUDA)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def time_interleaved(fns: dict[str, Callable[[], object]], device: str, reps: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds of each ``fns[name]()`` over ``reps`` rounds, after ``warmup`` rounds.
+
+    Each round runs every function once, in an order rotated from round to round, so that a slow
+    spell of the machine (the other core busy, a frequency change) falls on all of them alike and
+    the ratios stay comparable; on CUDA each call is synchronised.
+    """
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(warmup + reps):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fns[name]()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def _eager_gn(x, w, b, g):
@@ -90,7 +97,8 @@ def bench_gn(device: str, backends: list[str], batch_div: int, reps: int) -> lis
         b = torch.randn(c, device=device, requires_grad=True)
         dy = torch.randn_like(x)
         for mode in ("fwd", "fwd+bwd"):
-            times = {be: timeit(_gn_runner(_gn_fns(be), mode, x, w, b, g, dy), device, reps) for be in backends}
+            runners = {be: _gn_runner(_gn_fns(be), mode, x, w, b, g, dy) for be in backends}
+            times = time_interleaved(runners, device, reps)
             rows += _rows(f"{name}:{mode}", device, times)
     return rows
 
@@ -118,7 +126,7 @@ def bench_conv(device: str, reps: int) -> list[dict]:
             "triton_igemm": lambda x=x_nhwc, p=packed, bias=bias, res=res_nhwc: conv3x3_nhwc(x, p, bias, res, True),
         }
         with torch.no_grad():
-            times = {be: timeit(fn, device, reps) for be, fn in fns.items()}
+            times = time_interleaved(fns, device, reps)
         for row in _rows(f"conv3x3_{cin}to{cout}_{h}x{h}+bias+res+silu", device, times):
             row["rel_err_vs_eager"] = err
             rows.append(row)
@@ -129,13 +137,16 @@ def _step_factory(kind: str) -> Callable:
     return make_sft_step if kind == "sft" else make_sampling_step
 
 
-def bench_steps(device: str, backends: list[str], models: dict, compile_models: set[str], reps: int) -> list[dict]:
-    """Whole-step rows: sFT step and sampling step per model, each backend on its own model copy."""
+def bench_steps(device: str, backends: list[str], models: dict, compile_models: set[str]) -> list[dict]:
+    """Whole-step rows: sFT step and sampling step per model, each backend on its own model copy.
+
+    models: name -> (builder, sFT batch, sampling batch, timed rounds).
+    """
     rows = []
-    for name, (builder, sft_batch, sample_batch) in models.items():
+    for name, (builder, sft_batch, sample_batch, reps) in models.items():
         base = builder().to(device)
         for kind, batch in (("sft", sft_batch), ("sampling", sample_batch)):
-            times = {}
+            steps = {}
             for be in backends:
                 if be == "compile" and name not in compile_models:
                     continue
@@ -144,8 +155,8 @@ def bench_steps(device: str, backends: list[str], models: dict, compile_models: 
                     unet = torch.compile(unet)
                 elif be != "eager":
                     unet = optimize(unet, be)
-                times[be] = timeit(_step_factory(kind)(unet, batch), device, reps, warmup=3)
-            rows += _rows(f"{name}:{kind}_step(b={batch})", device, times)
+                steps[be] = _step_factory(kind)(unet, batch)
+            rows += _rows(f"{name}:{kind}_step(b={batch})", device, time_interleaved(steps, device, reps))
     return rows
 
 
@@ -168,26 +179,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json", help="write the rows (op, device, backend, seconds, ratio_vs_eager) here")
-    ap.add_argument("--reps", type=int, default=None, help="timed repetitions (default 20 cpu, 50 cuda)")
+    ap.add_argument("--reps", type=int, default=None,
+                    help="timed rounds of the op rows (default 200 cpu, 50 cuda); steps take a quarter, at least 5")
     ap.add_argument("--compile-models", default="digits,cifar20",
                     help="comma list of models whose steps are also timed under torch.compile ('' for none)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile everywhere")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: gn, conv, steps")
     args = ap.parse_args()
     dev, skip = args.device, set(filter(None, args.skip.split(",")))
-    reps = args.reps or (20 if dev == "cpu" else 50)
+    reps = args.reps or (200 if dev == "cpu" else 50)
     fused = list(available_backends(dev))
     backends = ["eager", *([] if args.no_compile else ["compile"]), *fused]
     cpu = dev == "cpu"
-    models = {"digits_pruned": (build_digits_unet, 128, 512),
-              "cifar20_pruned": (build_cifar20_unet, 8 if cpu else 128, 8 if cpu else 256)}
+    step_reps = max(reps // 4, 5)  # a cifar20 step takes seconds on a CPU: fewer rounds there
+    models = {"digits_pruned": (build_digits_unet, 128, 512, step_reps),
+              "cifar20_pruned": (build_cifar20_unet, 8 if cpu else 128, 8 if cpu else 256,
+                                 max(step_reps // 10, 5) if cpu else step_reps)}
     compile_models = set() if args.no_compile else {f"{m}_pruned" for m in args.compile_models.split(",") if m}
     print(f"device={dev} backends={backends} torch={torch.__version__} threads={torch.get_num_threads()}"
           + (f" gpu={torch.cuda.get_device_name()}" if not cpu else ""))
     sections = {
         "gn": lambda: bench_gn(dev, backends, 4 if cpu else 1, reps),
         "conv": lambda: bench_conv(dev, reps) if not cpu and "triton" in fused else [],
-        "steps": lambda: bench_steps(dev, backends, models, compile_models, max(reps // 4, 5)),
+        "steps": lambda: bench_steps(dev, backends, models, compile_models),
     }
     rows = []
     for name, section in sections.items():

@@ -1,9 +1,10 @@
 // Device-independent parts of shapflow::group_norm_silu, in C++ so that no Python runs per call:
 //   - its Autograd kernel: a torch::autograd::Function that runs the CPU/CUDA forward below autograd
 //     and whose backward calls group_norm_silu_backward (mean/rstd are non-differentiable);
-//   - group_norm_silu_affine (CompositeImplicitAutograd): folds weight/bias and the time embedding's
-//     scale/shift into the per-sample (N, C) gamma/beta with ATen ops, which give the folding's
-//     autograd, then calls group_norm_silu.
+//   - group_norm_silu_affine (CompositeImplicitAutograd): a plain GroupNorm passes its (C,) weight/bias
+//     straight through as gamma/beta (no op runs before the kernel); with the time embedding's
+//     scale/shift it folds them into per-sample (N, C) gamma/beta with ATen ops, which give the
+//     folding's autograd; then it calls group_norm_silu.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
@@ -39,7 +40,8 @@ Stats3 call_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Te
   return op.call(grad_y, x, gamma, beta, mean, rstd, num_groups, silu);
 }
 
-// Autograd of group_norm_silu: gradients of x, gamma and beta (all from one backward kernel).
+// Autograd of group_norm_silu: gradients of x, gamma and beta (all from one backward kernel; dgamma,
+// dbeta have gamma's shape).
 class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunction> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
@@ -51,11 +53,13 @@ class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunc
     ctx->saved_data["num_groups"] = num_groups;
     ctx->saved_data["silu"] = silu;
     ctx->mark_non_differentiable({mean, rstd});
+    ctx->set_materialize_grads(false);  // mean/rstd never get a gradient: no zero tensors for them
     return {y, mean, rstd};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    if (!grads[0].defined()) return torch::autograd::variable_list(6);  // y unused: no gradient at all
     const auto saved = ctx->get_saved_variables();
     auto [dx, dgamma, dbeta] =
         call_backward(grads[0].contiguous(), saved[0], saved[1], saved[2], saved[3], saved[4],
@@ -84,7 +88,7 @@ void check_numel(const at::Tensor* t, const c10::SymInt& numel, const char* name
 }
 
 // act(GroupNorm(x) * (1 + scale) + shift) with gamma = weight * (1 + scale) and
-// beta = bias * (1 + scale) + shift, each (N, C) contiguous; x: (N, C, *spatial) -> y, same shape.
+// beta = bias * (1 + scale) + shift, (C,) without scale/shift, else (N, C); x: (N, C, *spatial) -> y.
 at::Tensor group_norm_silu_affine(const at::Tensor& x, const std::optional<at::Tensor>& weight,
                                   const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& scale,
                                   const std::optional<at::Tensor>& shift, int64_t num_groups, double eps,
@@ -96,10 +100,13 @@ at::Tensor group_norm_silu_affine(const at::Tensor& x, const std::optional<at::T
   check_numel(b, C, "bias", "C");
   check_numel(s, N * C, "scale", "N * C");
   check_numel(t, N * C, "shift", "N * C");
-  const auto per_channel = [&](const at::Tensor* v) { return v->reshape_symint({C}); };
+  const auto per_channel = [&](const at::Tensor* v) { return v->dim() == 1 ? *v : v->reshape_symint({C}); };
   const auto per_sample = [&](const at::Tensor* v) { return v->reshape_symint({N, C}); };
   at::Tensor gamma, beta;
-  if (s != nullptr) {
+  if (s == nullptr && t == nullptr) {  // plain GroupNorm: the (C,) weight/bias go in as they are
+    gamma = w != nullptr ? per_channel(w) : at::ones_symint({C}, x.options());
+    beta = b != nullptr ? per_channel(b) : at::zeros_symint({C}, x.options());
+  } else if (s != nullptr) {
     const auto one_plus = per_sample(s) + 1;
     gamma = w != nullptr ? one_plus * per_channel(w) : one_plus;
     if (b != nullptr) {
@@ -107,13 +114,9 @@ at::Tensor group_norm_silu_affine(const at::Tensor& x, const std::optional<at::T
     } else {
       beta = t != nullptr ? per_sample(t) : at::zeros_symint({N, C}, x.options());
     }
-  } else {
+  } else {  // shift only: gamma is shared, but beta is per sample and both must have one shape
     gamma = w != nullptr ? per_channel(w).expand_symint({N, C}) : at::ones_symint({N, C}, x.options());
-    if (b != nullptr) {
-      beta = t != nullptr ? per_sample(t) + per_channel(b) : per_channel(b).expand_symint({N, C});
-    } else {
-      beta = t != nullptr ? per_sample(t) : at::zeros_symint({N, C}, x.options());
-    }
+    beta = b != nullptr ? per_sample(t) + per_channel(b) : per_sample(t);
   }
   return std::get<0>(call_forward(x.contiguous(), gamma.contiguous(), beta.contiguous(), num_groups, eps, silu));
 }

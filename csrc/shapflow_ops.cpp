@@ -3,15 +3,17 @@
 // group_norm_silu and the CompositeImplicitAutograd group_norm_silu_affine).
 //
 // group_norm_silu(x, gamma, beta, G, eps, silu) -> (y, mean, rstd)
-//   x: (N, C, *spatial) contiguous; gamma, beta: (N, C) contiguous per-sample affine;
+//   x: (N, C, *spatial) contiguous; gamma, beta: contiguous affine, both (C,) (shared by every
+//   sample) or both (N, C) (per sample);
 //   y = act(((x - mean_g) * rstd_g) * gamma + beta), act = SiLU or identity;
 //   mean, rstd: (N, G) in the accumulation type (float for float/half/bf16, double for double).
 // group_norm_silu_backward(dy, x, gamma, beta, mean, rstd, G, silu) -> (dx, dgamma, dbeta)
-//   dgamma, dbeta: (N, C) in x's dtype.
+//   dgamma, dbeta: gamma's shape, in x's dtype.
 // group_norm_silu_affine(x, weight?, bias?, scale?, shift?, G, eps, silu) -> y
-//   act(GroupNorm(x) * (1 + scale) + shift): folds weight, bias (C,) and scale, shift (N, C) into
-//   gamma = weight * (1 + scale), beta = bias * (1 + scale) + shift with ATen ops (whose autograd
-//   reduces dgamma/dbeta to their gradients) and calls group_norm_silu; x may be non-contiguous.
+//   act(GroupNorm(x) * (1 + scale) + shift): without scale/shift, weight and bias (C,) are gamma and
+//   beta; with them, folds weight, bias (C,) and scale, shift (N, C) into gamma = weight * (1 + scale),
+//   beta = bias * (1 + scale) + shift with ATen ops (whose autograd reduces dgamma/dbeta to their
+//   gradients); then calls group_norm_silu; x may be non-contiguous.
 #include <torch/extension.h>
 #include <torch/library.h>
 

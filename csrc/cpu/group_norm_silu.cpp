@@ -1,6 +1,7 @@
 // CPU kernels of shapflow::group_norm_silu (forward and backward): input checks, allocation of the
 // outputs only (the backward keeps its dz in dx), one task per (sample, group) spread over threads
-// with at::parallel_for, and the choice of the inner loops' ISA build (group_norm_silu.h).
+// with at::parallel_for, the choice of the inner loops' ISA build (group_norm_silu.h), and for a
+// gamma/beta shared by all samples ((C,)) the sum of the backward's per-sample partials over N.
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <torch/library.h>
@@ -71,6 +72,23 @@ void parallel_groups(int64_t groups, int64_t values_per_group, const Fn& fn) {
   at::parallel_for(0, groups, grain, fn);
 }
 
+// (N, C) per-sample partial sums -> (C,) totals, added in double (a plain loop: N * C is small, and
+// an ATen reduction would cost more in dispatch than the adds).
+at::Tensor sum_over_samples(const at::Tensor& partial) {
+  const int64_t N = partial.size(0), C = partial.size(1);
+  auto total = at::empty({C}, partial.options());
+  AT_DISPATCH_FLOATING_TYPES(partial.scalar_type(), "group_norm_silu_sum_over_samples", [&] {
+    const scalar_t* p = partial.const_data_ptr<scalar_t>();
+    scalar_t* t = total.mutable_data_ptr<scalar_t>();
+    for (int64_t c = 0; c < C; ++c) {
+      double s = 0.0;
+      for (int64_t n = 0; n < N; ++n) s += static_cast<double>(p[n * C + c]);
+      t[c] = static_cast<scalar_t>(s);
+    }
+  });
+  return total;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x, const at::Tensor& gamma,
                                                            const at::Tensor& beta, int64_t num_groups,
                                                            double eps, bool silu) {
@@ -84,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x, 
     const cpu::ForwardArgs<scalar_t> args{x.const_data_ptr<scalar_t>(),    gamma.const_data_ptr<scalar_t>(),
                                           beta.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
                                           mean.mutable_data_ptr<scalar_t>(), rstd.mutable_data_ptr<scalar_t>(),
-                                          C, HW, num_groups, eps, silu};
+                                          C, HW, num_groups, affine_stride(gamma, C), eps, silu};
     parallel_groups(N * num_groups, (C / num_groups) * HW,
                     [&](int64_t begin, int64_t end) { run_groups(args, begin, end); });
   });
@@ -110,10 +128,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
                                            gamma.const_data_ptr<scalar_t>(),  beta.const_data_ptr<scalar_t>(),
                                            mean_c.const_data_ptr<scalar_t>(), rstd_c.const_data_ptr<scalar_t>(),
                                            dx.mutable_data_ptr<scalar_t>(),   dgamma.mutable_data_ptr<scalar_t>(),
-                                           dbeta.mutable_data_ptr<scalar_t>(), C, HW, num_groups, silu};
+                                           dbeta.mutable_data_ptr<scalar_t>(), C, HW, num_groups,
+                                           affine_stride(gamma, C), silu};
     parallel_groups(N * num_groups, (C / num_groups) * HW,
                     [&](int64_t begin, int64_t end) { run_groups(args, begin, end); });
   });
+  if (gamma.dim() == 1) return {dx, sum_over_samples(dgamma), sum_over_samples(dbeta)};
   return {dx, dgamma, dbeta};
 }
 

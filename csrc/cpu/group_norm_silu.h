@@ -23,7 +23,8 @@
 namespace shapflow {
 namespace cpu {
 
-// One forward call: x, y (N, C, HW) contiguous; gamma, beta (N, C); mean, rstd (N, G).
+// One forward call: x, y (N, C, HW) contiguous; gamma, beta (N, C) rows every affine_stride values
+// (0: one (C,) row shared by all samples; C: per sample); mean, rstd (N, G).
 template <typename T>
 struct ForwardArgs {
   const T* x;
@@ -32,13 +33,14 @@ struct ForwardArgs {
   T* y;
   T* mean;
   T* rstd;
-  int64_t C, HW, G;
+  int64_t C, HW, G, affine_stride;
   double eps;
   bool silu;
 };
 
-// One backward call: dy, x, dx (N, C, HW) contiguous; gamma, beta, dgamma, dbeta (N, C);
-// mean, rstd (N, G) as the forward returned them.
+// One backward call: dy, x, dx (N, C, HW) contiguous; gamma, beta as in ForwardArgs; dgamma, dbeta
+// (N, C) per-sample partial sums (the caller reduces them over N for a shared row); mean, rstd (N, G)
+// as the forward returned them.
 template <typename T>
 struct BackwardArgs {
   const T* dy;
@@ -50,7 +52,7 @@ struct BackwardArgs {
   T* dx;
   T* dgamma;
   T* dbeta;
-  int64_t C, HW, G;
+  int64_t C, HW, G, affine_stride;
   bool silu;
 };
 

@@ -197,8 +197,8 @@ void forward_groups_impl(const ForwardArgs<T>& a, int64_t begin, int64_t end) {
       const int64_t n = ng / a.G, c0 = (ng % a.G) * Cg;
       const T* xg = a.x + ng * D;
       T* yg = a.y + ng * D;
-      const T* gamma = a.gamma + n * a.C + c0;
-      const T* beta = a.beta + n * a.C + c0;
+      const T* gamma = a.gamma + n * a.affine_stride + c0;
+      const T* beta = a.beta + n * a.affine_stride + c0;
       const double mu = mus[ng - ng0], rs = rss[ng - ng0];
       // x - mu_t is exact near the mean; the part of mu that T cannot hold goes into the shift.
       const T mu_t = static_cast<T>(mu);
@@ -289,8 +289,9 @@ void backward_groups_impl(const BackwardArgs<T>& a, int64_t begin, int64_t end) 
     const int64_t ng1 = std::min(end, ng0 + chunk);
     for (int64_t ng = ng0; ng < ng1; ++ng) {  // pass 1: dz into dx, per-channel sums
       const int64_t coff = (ng / a.G) * a.C + (ng % a.G) * Cg;
-      const T* gamma = a.gamma + coff;
-      const T* beta = a.beta + coff;
+      const int64_t aoff = (ng / a.G) * a.affine_stride + (ng % a.G) * Cg;
+      const T* gamma = a.gamma + aoff;
+      const T* beta = a.beta + aoff;
       const T mu = a.mean[ng], rs = a.rstd[ng];
       double g1 = 0.0, g2 = 0.0;
       for (int64_t c = 0; c < Cg; ++c) {
@@ -309,8 +310,7 @@ void backward_groups_impl(const BackwardArgs<T>& a, int64_t begin, int64_t end) 
     }
     for (int64_t ng = ng0; ng < ng1; ++ng) {  // pass 2: dx from dz, in place
       // dx = rs * (dz * gamma_c - m1 - xhat * m2) = dz * (rs * gamma_c) + (x - mu) * B + C1.
-      const int64_t coff = (ng / a.G) * a.C + (ng % a.G) * Cg;
-      const T* gamma = a.gamma + coff;
+      const T* gamma = a.gamma + (ng / a.G) * a.affine_stride + (ng % a.G) * Cg;
       const T mu = a.mean[ng];
       const double rsd = static_cast<double>(a.rstd[ng]);
       const double m1 = g1s[ng - ng0] / static_cast<double>(D), m2 = g2s[ng - ng0] / static_cast<double>(D);

@@ -1,6 +1,7 @@
 // CUDA launchers of shapflow::group_norm_silu (forward and backward), registered for the CUDA key.
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -21,13 +22,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x,
   auto rstd = at::empty({N, num_groups}, sopts);
   if (x.numel() == 0) return {y, mean, rstd};
   const int threads = cuda::threads_for((C / num_groups) * HW);
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_norm_silu_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     cuda::group_norm_silu_fwd<scalar_t, acc_t><<<N * num_groups, threads, 0, stream>>>(
         x.const_data_ptr<scalar_t>(), gamma.const_data_ptr<scalar_t>(), beta.const_data_ptr<scalar_t>(),
         y.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(), C,
-        static_cast<int32_t>(HW), static_cast<int32_t>(num_groups), static_cast<acc_t>(eps), silu);
+        affine_stride(gamma, C), static_cast<int32_t>(HW), static_cast<int32_t>(num_groups), static_cast<acc_t>(eps), silu);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {y, mean, rstd};
@@ -47,20 +48,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
   const auto dy = grad_y.contiguous();
   const auto mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
   auto dx = at::empty_like(x);
-  auto dgamma = at::empty({N, C}, x.options());
+  auto dgamma = at::empty({N, C}, x.options());  // per-sample partials; summed over N for a (C,) gamma
   auto dbeta = at::empty({N, C}, x.options());
-  if (x.numel() == 0) return {dx, dgamma.zero_(), dbeta.zero_()};
+  if (x.numel() == 0) return {dx, at::zeros_like(gamma), at::zeros_like(beta)};
   const int threads = cuda::threads_for(HW);
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_norm_silu_bwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     cuda::group_norm_silu_bwd<scalar_t, acc_t><<<N * num_groups, threads, 0, stream>>>(
         dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), gamma.const_data_ptr<scalar_t>(),
         beta.const_data_ptr<scalar_t>(), mean_c.const_data_ptr<acc_t>(), rstd_c.const_data_ptr<acc_t>(),
         dx.mutable_data_ptr<scalar_t>(), dgamma.mutable_data_ptr<scalar_t>(), dbeta.mutable_data_ptr<scalar_t>(), C,
-        static_cast<int32_t>(HW), static_cast<int32_t>(num_groups), silu);
+        affine_stride(gamma, C), static_cast<int32_t>(HW), static_cast<int32_t>(num_groups), silu);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+  if (gamma.dim() == 1) return {dx, dgamma.sum(0), dbeta.sum(0)};
   return {dx, dgamma, dbeta};
 }
 

@@ -33,11 +33,12 @@ __device__ __forceinline__ float sigmoid_acc<float>(float z) { return 1.0f / (1.
 template <typename T, typename A>
 __global__ void group_norm_silu_fwd(const T* __restrict__ x, const T* __restrict__ gamma,
                                     const T* __restrict__ beta, T* __restrict__ y, A* __restrict__ mean,
-                                    A* __restrict__ rstd, int64_t C, int32_t HW, int32_t G, A eps, bool silu) {
+                                    A* __restrict__ rstd, int64_t C, int64_t affine_stride, int32_t HW, int32_t G,
+                                    A eps, bool silu) {
   __shared__ A buf[32];
   const int64_t ng = blockIdx.x, n = ng / G;
   const int32_t Cg = static_cast<int32_t>(C / G), D = Cg * HW;
-  const int64_t coff = n * C + (ng % G) * Cg;
+  const int64_t aoff = n * affine_stride + (ng % G) * Cg;  // this group's gamma/beta
   const T* xg = x + ng * static_cast<int64_t>(D);
   T* yg = y + ng * static_cast<int64_t>(D);
   A s = 0;
@@ -49,8 +50,8 @@ __global__ void group_norm_silu_fwd(const T* __restrict__ x, const T* __restrict
   if (threadIdx.x == 0) { mean[ng] = mu; rstd[ng] = rs; }
   for (int32_t i = threadIdx.x; i < D; i += blockDim.x) {
     const int32_t c = i / HW;
-    const A a = static_cast<A>(gamma[coff + c]) * rs;
-    const A z = static_cast<A>(xg[i]) * a + (static_cast<A>(beta[coff + c]) - mu * a);
+    const A a = static_cast<A>(gamma[aoff + c]) * rs;
+    const A z = static_cast<A>(xg[i]) * a + (static_cast<A>(beta[aoff + c]) - mu * a);
     yg[i] = static_cast<T>(silu ? z * sigmoid_acc(z) : z);
   }
 }
@@ -68,16 +69,18 @@ template <typename T, typename A>
 __global__ void group_norm_silu_bwd(const T* __restrict__ dy, const T* __restrict__ x,
                                     const T* __restrict__ gamma, const T* __restrict__ beta,
                                     const A* __restrict__ mean, const A* __restrict__ rstd, T* __restrict__ dx,
-                                    T* __restrict__ dgamma, T* __restrict__ dbeta, int64_t C, int32_t HW, int32_t G,
-                                    bool silu) {
+                                    T* __restrict__ dgamma, T* __restrict__ dbeta, int64_t C, int64_t affine_stride,
+                                    int32_t HW, int32_t G, bool silu) {
   __shared__ A buf[32];
   const int64_t ng = blockIdx.x, n = ng / G;
   const int32_t Cg = static_cast<int32_t>(C / G), D = Cg * HW;
-  const int64_t coff = n * C + (ng % G) * Cg, off = ng * static_cast<int64_t>(D);
+  // coff: this group's (N, C) partials of dgamma/dbeta; aoff: its gamma/beta (shared row or per sample).
+  const int64_t coff = n * C + (ng % G) * Cg, aoff = n * affine_stride + (ng % G) * Cg;
+  const int64_t off = ng * static_cast<int64_t>(D);
   const A mu = mean[ng], rs = rstd[ng];
   A g1 = 0, g2 = 0;  // sums over the group of dz * gamma and dz * gamma * xhat
   for (int32_t c = 0; c < Cg; ++c) {
-    const A gc = static_cast<A>(gamma[coff + c]), a = gc * rs, b = static_cast<A>(beta[coff + c]) - mu * a;
+    const A gc = static_cast<A>(gamma[aoff + c]), a = gc * rs, b = static_cast<A>(beta[aoff + c]) - mu * a;
     A s1 = 0, s2 = 0;
     for (int32_t i = threadIdx.x; i < HW; i += blockDim.x) {
       const int64_t k = off + static_cast<int64_t>(c) * HW + i;
@@ -94,7 +97,7 @@ __global__ void group_norm_silu_bwd(const T* __restrict__ dy, const T* __restric
   const A m1 = g1 / static_cast<A>(D), m2 = g2 / static_cast<A>(D);
   for (int32_t i = threadIdx.x; i < D; i += blockDim.x) {
     const int32_t c = i / HW;
-    const A gc = static_cast<A>(gamma[coff + c]), a = gc * rs, b = static_cast<A>(beta[coff + c]) - mu * a;
+    const A gc = static_cast<A>(gamma[aoff + c]), a = gc * rs, b = static_cast<A>(beta[aoff + c]) - mu * a;
     const A dz = grad_z<T, A>(dy[off + i], x[off + i], a, b, silu);
     const A xh = (static_cast<A>(x[off + i]) - mu) * rs;
     dx[off + i] = static_cast<T>(rs * (dz * gc - m1 - xh * m2));

@@ -1,11 +1,12 @@
 """Typed front of the fused GroupNorm+SiLU op: C++/CUDA (``torch.ops.shapflow``), Triton, or eager.
 
-All backends share one formulation: the GroupNorm weight/bias and the optional per-sample
-scale/shift of the time embedding are folded into per-sample affine ``gamma, beta`` of shape
-(N, C) by cheap torch ops (so autograd reduces their gradients), then one kernel computes
-``act((x - mean_g) * rstd_g * gamma + beta)``. The C++ backend folds and differentiates in C++
-(``shapflow::group_norm_silu_affine`` and the core op's C++ autograd), so no Python op runs per
-call; Triton folds with ``fold_affine`` and gets autograd from ``register_python_autograd``.
+All backends share one formulation: one kernel computes ``act((x - mean_g) * rstd_g * gamma + beta)``
+with an affine ``gamma, beta`` that is either the GroupNorm's own (C,) weight/bias, shared by every
+sample, or per-sample (N, C) rows into which the time embedding's scale/shift are folded by cheap
+torch ops (so autograd reduces their gradients). The C++ backend chooses and folds in C++
+(``shapflow::group_norm_silu_affine``: a plain GroupNorm runs the kernel alone) and differentiates in
+C++ (the core op's autograd), so no Python op runs per call; Triton always folds to (N, C) with
+``fold_affine`` and gets autograd from ``register_python_autograd``.
 """
 
 from __future__ import annotations

@@ -91,10 +91,39 @@ def test_cpp_path_runs_no_python_autograd():
     assert not mean.requires_grad and not rstd.requires_grad
 
 
-@pytest.mark.parametrize(("n", "c", "h", "g"), [(2, 9, 3, 3), (1, 4, 2, 2)])
-def test_opcheck(n, c, h, g):
+@pytest.mark.parametrize(("n", "c", "h", "g"), [(3, 9, 5, 3), (4, 16, 4, 4), (1, 7, 2, 7)])
+def test_shared_affine_row_equals_per_sample_rows(n, c, h, g):
+    """gamma/beta of shape (C,) give the same y as the same row repeated for every sample, and their
+    gradients are the per-sample gradients summed over N."""
+    x, w, b, _, _ = _leaves(n, c, h, dtype=torch.float64, per_sample=False)
+    rows = [t.detach().expand(n, c).contiguous().requires_grad_(True) for t in (w, b)]
+    y, _, _ = torch.ops.shapflow.group_norm_silu(x, w, b, g, 1e-5, True)
+    y_rows, _, _ = torch.ops.shapflow.group_norm_silu(x, *rows, g, 1e-5, True)
+    assert (y - y_rows).abs().max().item() <= 1e-12
+    dy = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, w, b), dy)
+    grads_rows = torch.autograd.grad(y_rows, (x, *rows), dy)
+    assert (grads[0] - grads_rows[0]).abs().max().item() <= 1e-12
+    for shared, per_sample in zip(grads[1:], grads_rows[1:], strict=True):
+        assert shared.shape == (c,)
+        assert (shared - per_sample.sum(0)).abs().max().item() <= 1e-12
+
+
+def test_plain_group_norm_runs_the_kernel_alone():
+    """Without scale/shift the weight and bias go straight into the kernel: the output's grad_fn is the C++
+    Function and its inputs are the leaves themselves (no reshape/expand/copy node, forward or backward)."""
+    x, w, b, _, _ = _leaves(4, 8, 8, per_sample=False)
+    y = group_norm_silu(x, w, b, 4, backend="cpp")
+    assert y.grad_fn.name() == CPP_NODE
+    assert [type(child).__name__ for child, _ in y.grad_fn.next_functions[:3]] == ["AccumulateGrad"] * 3
+
+
+@pytest.mark.parametrize(("n", "c", "h", "g", "shared"), [(2, 9, 3, 3, False), (1, 4, 2, 2, False),
+                                                       (2, 9, 3, 3, True)])
+def test_opcheck(n, c, h, g, shared):
     x, w, b, sc, sh = _leaves(n, c, h)
-    gamma, beta = (t.detach().requires_grad_(True) for t in fold_affine(x, w, b, sc, sh))
+    affine = (w, b) if shared else fold_affine(x, w, b, sc, sh)
+    gamma, beta = (t.detach().requires_grad_(True) for t in affine)
     torch.library.opcheck(torch.ops.shapflow.group_norm_silu.default, (x.detach().requires_grad_(True), gamma, beta,
                                                                        g, 1e-5, True))
 
@@ -113,8 +142,10 @@ def test_bad_inputs_raise_clear_errors():
     gamma = torch.ones(2, 6)
     with pytest.raises(RuntimeError, match="must be positive and divide"):
         torch.ops.shapflow.group_norm_silu(x, gamma, gamma, 4, 1e-5, True)
-    with pytest.raises(RuntimeError, match=r"gamma and beta must be \(N, C\)"):
-        torch.ops.shapflow.group_norm_silu(x, torch.ones(6), torch.ones(6), 3, 1e-5, True)
+    with pytest.raises(RuntimeError, match=r"gamma and beta must be \(C,\) = \(6,\) or \(N, C\)"):
+        torch.ops.shapflow.group_norm_silu(x, torch.ones(5), torch.ones(5), 3, 1e-5, True)
+    with pytest.raises(RuntimeError, match="gamma and beta must have one shape"):
+        torch.ops.shapflow.group_norm_silu(x, torch.ones(6), gamma, 3, 1e-5, True)
     with pytest.raises(RuntimeError, match="contiguous"):
         torch.ops.shapflow.group_norm_silu(x.transpose(2, 3), gamma, gamma, 3, 1e-5, True)
     with pytest.raises(RuntimeError, match=r"weight must hold C = 6 values, got shape \[5\]"):
