@@ -72,7 +72,8 @@ def random_project(flat: torch.Tensor, proj_dim: int, *, seed: int = 0, projecti
 
     E[<u R, v R>] / k = <u, v> (Johnson-Lindenstrauss), so inner products, and hence the TRAK kernel,
     survive approximately. R is drawn in seeded blocks of BLOCK_ROWS rows and materialised ``chunk``
-    rows at a time (rounded down to whole blocks, at least one): the result is the same for any chunk.
+    rows at a time (rounded down to whole blocks, at least one): any chunk uses the same R (the
+    float32 sums differ only in their order).
     """
     if projection not in PROJECTIONS:
         raise ValueError(f"projection={projection!r} is invalid: use one of {', '.join(PROJECTIONS)}")

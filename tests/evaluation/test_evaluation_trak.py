@@ -120,8 +120,10 @@ def test_random_projection_preserves_inner_products(projection):
 def test_projection_is_deterministic_and_independent_of_chunk():
     flat = torch.randn(3, 2500, generator=torch.Generator().manual_seed(0))  # 2500: not whole blocks
     base = random_project(flat, 16, seed=5, chunk=1)
-    torch.testing.assert_close(random_project(flat, 16, seed=5, chunk=10**6), base)
-    torch.testing.assert_close(random_project(flat, 16, seed=5, chunk=2048), base)
+    # the same R whatever the chunk; the float32 sums of 2,500 products only differ in their order (a BLAS
+    # blocks them differently on each CPU: up to ~1e-5 relative), while another R would differ by O(1)
+    for chunk in (10**6, 2048):
+        torch.testing.assert_close(random_project(flat, 16, seed=5, chunk=chunk), base, rtol=2e-5, atol=1e-4)
     assert torch.equal(random_project(flat, 16, seed=5, chunk=1), base)
     with pytest.raises(ValueError, match="projection"):
         random_project(flat, 16, projection="sparse")
