@@ -2,7 +2,9 @@
 
 Rows: op level (fused GroupNorm+SiLU forward and forward+backward; on CUDA also the Triton
 implicit-GEMM conv against cuDNN) and whole steps (sFT step, sampling step) of the pruned digits
-and cifar20 UNets. Each row's ratio is eager_time / backend_time from the same run (> 1: faster).
+and cifar20 UNets; the sFT step also with torch's default (unfused) AdamW instead of the training
+loop's fused one. Each row's ratio is eager_time / backend_time from the same run (> 1: faster);
+backends are timed round-robin, so they share the machine's slow spells.
 
     python benchmarks/kernels.py --device cpu --json kernels_cpu.json
     python benchmarks/kernels.py --device cuda --json kernels_gpu.json --compile-models digits
@@ -156,6 +158,8 @@ def bench_steps(device: str, backends: list[str], models: dict, compile_models: 
                 elif be != "eager":
                     unet = optimize(unet, be)
                 steps[be] = _step_factory(kind)(unet, batch)
+            if kind == "sft":  # what fusing the training loop's AdamW gave (eager UNet, torch's default AdamW)
+                steps["eager+unfused_adamw"] = make_sft_step(copy.deepcopy(base), batch, fused_optimizer=False)
             rows += _rows(f"{name}:{kind}_step(b={batch})", device, time_interleaved(steps, device, reps))
     return rows
 

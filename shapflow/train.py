@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from shapflow.config import DiffusionConfig, TrainConfig
 from shapflow.data import ContributorDataset
 
-__all__ = ["Member", "TrainResult", "ddpm_scheduler", "diffusion_loss", "sampling_state", "train", "train_many"]
+__all__ = ["Member", "TrainResult", "ddpm_scheduler", "diffusion_loss", "make_optimizer", "sampling_state", "train",
+           "train_many"]
 
 
 @dataclass
@@ -70,6 +71,19 @@ def _lr_lambda(cfg: TrainConfig):
     return factor
 
 
+def make_optimizer(params: list[torch.Tensor], kind: str, lr: float, weight_decay: float, *,
+                   fused: bool = True) -> torch.optim.Optimizer:
+    """Adam or AdamW (``kind``) over ``params``, as ONE fused kernel on CPU and CUDA (``fused=False``: torch's
+    default implementation, for comparison).
+
+    Without ``fused`` torch runs Adam on CPU as a Python loop over the parameters (~5 ms of a 43 ms
+    digits sFT step: the pruned UNet has 104 small tensors); fused, that is ~1 ms.
+    """
+    optimizer_cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+    fused = fused and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return optimizer_cls(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def _batches(n_items: int, batch_size: int, generator: torch.Generator):
     """Endless index batches: shuffled epochs, concatenated, so small datasets cycle evenly."""
     buffer = torch.empty(0, dtype=torch.int64)
@@ -101,7 +115,7 @@ class _Single:
         return torch.nn.functional.mse_loss(self.model(x_t[0], t[0]).sample, noise[0])[None]
 
     def clip(self, max_norm: float) -> None:
-        torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)  # on CPU the default loops in Python
 
     def state(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
@@ -178,8 +192,7 @@ def train_many(members: list[Member], cfg: TrainConfig, diffusion: DiffusionConf
     images = [m.data.images.to(device) for m in members]
     scheduler = ddpm_scheduler(diffusion)
     steps = scheduler.config.num_train_timesteps
-    optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_cls(trainee.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(trainee.params, cfg.optimizer, cfg.lr, cfg.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     ema = _init_ema(trainee.state(), cfg, members)
     losses: list[list[float]] = [[] for _ in members]
@@ -224,10 +237,11 @@ def _init_ema(state: dict[str, torch.Tensor], cfg: TrainConfig, members: list[Me
 
 @torch.no_grad()
 def _update_ema(ema: dict[str, torch.Tensor], state: dict[str, torch.Tensor], decay: float) -> None:
+    """ema <- ema + (1 - decay) * (state - ema) for floating tensors (one foreach call), copies for the rest."""
+    floating = [name for name, value in state.items() if value.is_floating_point()]
+    torch._foreach_lerp_([ema[name] for name in floating], [state[name].detach() for name in floating], 1.0 - decay)
     for name, value in state.items():
-        if value.is_floating_point():
-            ema[name].lerp_(value.detach(), 1.0 - decay)
-        else:
+        if not value.is_floating_point():
             ema[name].copy_(value)
 
 

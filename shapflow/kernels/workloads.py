@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from diffusers import UNet2DModel
 
+from shapflow.train import make_optimizer
+
 __all__ = ["build_cifar20_unet", "build_digits_unet", "make_sampling_step", "make_sft_step"]
 
 
@@ -47,13 +49,15 @@ def _batch(unet: UNet2DModel, batch: int, device: torch.device, seed: int) -> tu
     return x0.to(device), eps.to(device), t.to(device)
 
 
-def make_sft_step(unet: UNet2DModel, batch: int, seed: int = 0, lr: float = 1e-4) -> Callable[[], torch.Tensor]:
-    """One sFT step on a fixed random batch: forward, eps-MSE loss, backward, AdamW step; returns loss."""
+def make_sft_step(unet: UNet2DModel, batch: int, seed: int = 0, lr: float = 1e-4,
+                  fused_optimizer: bool = True) -> Callable[[], torch.Tensor]:
+    """One sFT step on a fixed random batch: forward, eps-MSE loss, backward, the training loop's AdamW step
+    (``shapflow.train.make_optimizer``; ``fused_optimizer=False``: torch's default AdamW); returns the loss."""
     device = next(unet.parameters()).device
     x0, eps, t = _batch(unet, batch, device, seed)
     alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, device=device), 0)[t].view(-1, 1, 1, 1)
     x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr)
+    opt = make_optimizer(list(unet.parameters()), "adamw", lr, weight_decay=1e-2, fused=fused_optimizer)
     unet.train()
 
     def step() -> torch.Tensor:
