@@ -28,7 +28,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x,
     cuda::group_norm_silu_fwd<scalar_t, acc_t><<<N * num_groups, threads, 0, stream>>>(
         x.const_data_ptr<scalar_t>(), gamma.const_data_ptr<scalar_t>(), beta.const_data_ptr<scalar_t>(),
         y.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(), C,
-        affine_stride(gamma, C), static_cast<int32_t>(HW), static_cast<int32_t>(num_groups), static_cast<acc_t>(eps), silu);
+        affine_stride(gamma, C), static_cast<int32_t>(HW), static_cast<int32_t>(num_groups),
+        static_cast<acc_t>(eps), silu);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {y, mean, rstd};
