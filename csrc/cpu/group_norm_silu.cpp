@@ -15,9 +15,12 @@
 namespace shapflow {
 namespace {
 
-// Values one parallel chunk should hold at least (ATen's GRAIN_SIZE): smaller calls run on one
-// thread, where waking the pool would cost more than the work.
-constexpr int64_t kGrainValues = 32768;
+// Values one parallel chunk should hold at least: smaller calls run on one thread, where waking
+// the pool would cost more than the work. A quarter of ATen's GRAIN_SIZE (32768, tuned for one
+// elementwise op): a value here costs two passes and an exp. A 16K-value call (digits 32x8x8x8) ran
+// 1.06-1.15x faster on two threads than on one (forward and forward+backward; three alternating
+// runs of benchmarks/kernels.py with each build, 2026-12-01).
+constexpr int64_t kGrainValues = 8192;
 
 enum class Isa { kDefault, kAvx2, kAvx512 };
 

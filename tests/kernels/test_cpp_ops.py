@@ -15,7 +15,8 @@ CPP_NODE = "torch::autograd::CppNode<shapflow::(anonymous namespace)::GroupNormS
 
 pytestmark = pytest.mark.skipif(not _ensure_cpp_registered(), reason="C++ extension not built")
 
-SHAPES = [(1, 15, 7, 5), (3, 9, 5, 3), (2, 90, 8, 30), (4, 8, 8, 4), (2, 7, 2, 7)]
+# the last holds 16,128 values: two parallel chunks of groups (kGrainValues, csrc/cpu/group_norm_silu.cpp)
+SHAPES = [(1, 15, 7, 5), (3, 9, 5, 3), (2, 90, 8, 30), (4, 8, 8, 4), (2, 7, 2, 7), (7, 9, 16, 3)]
 
 
 def _leaves(n, c, h, dtype=torch.float32, per_sample=True):
