@@ -70,6 +70,12 @@ class GroupNormSiluFunction : public torch::autograd::Function<GroupNormSiluFunc
 
 Stats3 group_norm_silu_autograd(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
                                 int64_t num_groups, double eps, bool silu) {
+  // Nothing to differentiate (sampling under no_grad, frozen inputs): run the kernel without building
+  // a graph node, which costs as much as a small call's kernel.
+  if (!at::GradMode::is_enabled() || !(x.requires_grad() || gamma.requires_grad() || beta.requires_grad())) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return call_forward(x, gamma, beta, num_groups, eps, silu);
+  }
   auto out = GroupNormSiluFunction::apply(x, gamma, beta, num_groups, eps, silu);
   return {out[0], out[1], out[2]};
 }

@@ -92,6 +92,21 @@ def test_cpp_path_runs_no_python_autograd():
     assert not mean.requires_grad and not rstd.requires_grad
 
 
+def test_forward_without_gradients_builds_no_node_and_gives_the_same_values():
+    """Under no_grad, or with no input requiring grad, the op skips the autograd Function (a fast path for
+    sampling) and returns exactly what the differentiable call returns."""
+    x, w, b, _, _ = _leaves(3, 9, 5, per_sample=False)
+    y, mean, rstd = torch.ops.shapflow.group_norm_silu(x, w, b, 3, 1e-5, True)
+    assert y.grad_fn.name() == CPP_NODE
+    with torch.no_grad():
+        fast = torch.ops.shapflow.group_norm_silu(x, w, b, 3, 1e-5, True)
+    frozen = torch.ops.shapflow.group_norm_silu(x.detach(), w.detach(), b.detach(), 3, 1e-5, True)
+    for outputs in (fast, frozen):
+        assert all(t.grad_fn is None and not t.requires_grad for t in outputs)
+        for got, want in zip(outputs, (y, mean, rstd), strict=True):
+            assert torch.equal(got, want.detach())
+
+
 @pytest.mark.parametrize(("n", "c", "h", "g"), [(3, 9, 5, 3), (4, 16, 4, 4), (1, 7, 2, 7)])
 def test_shared_affine_row_equals_per_sample_rows(n, c, h, g):
     """gamma/beta of shape (C,) give the same y as the same row repeated for every sample, and their
