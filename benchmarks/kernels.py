@@ -4,7 +4,8 @@ Rows: op level (fused GroupNorm+SiLU forward and forward+backward; on CUDA also 
 implicit-GEMM conv against cuDNN) and whole steps (sFT step, sampling step) of the pruned digits
 and cifar20 UNets; the sFT step also with torch's default (unfused) AdamW instead of the training
 loop's fused one. Each row's ratio is eager_time / backend_time from the same run (> 1: faster);
-backends are timed round-robin, so they share the machine's slow spells.
+backends are timed round-robin, so they share the machine's slow spells. The op rows' forward+backward
+also time ``autograd_floor`` (torch.autograd.grad of one value): the engine's fixed cost, which no kernel removes.
 
     python benchmarks/kernels.py --device cpu --json kernels_cpu.json
     python benchmarks/kernels.py --device cuda --json kernels_gpu.json --compile-models digits
@@ -37,9 +38,15 @@ from shapflow.kernels.workloads import (  # noqa: E402
     make_sft_step,
 )
 
-# (name, N, C, H, G) on GPU; CPU uses the same shapes with a smaller batch.
-GN_SHAPES = [("gn_digits_8x8x8", 128, 8, 8, 4), ("gn_cifar_90x32x32", 128, 90, 32, 30),
-             ("gn_cifar_180x16x16", 128, 180, 16, 30)]
+# (name, N, C, H, G) on GPU; CPU uses the same shapes with a smaller batch. The batch-1 row does almost no
+# work: it is each backend's fixed cost per call (dispatch, allocation, autograd), which no kernel shortens.
+GN_SHAPES = [("gn_digits_batch1_8x8x8", 1, 8, 8, 4), ("gn_digits_8x8x8", 128, 8, 8, 4),
+             ("gn_cifar_90x32x32", 128, 90, 32, 30), ("gn_cifar_180x16x16", 128, 180, 16, 30)]
+
+
+# The fwd+bwd rows' reference: torch.autograd.grad of one value times 1, the engine's fixed cost per call;
+# eager time / its time bounds the ratio any GroupNorm+SiLU kernel could reach in that row.
+AUTOGRAD_FLOOR = "autograd_floor"
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], device: str, reps: int, warmup: int = 3) -> dict[str, float]:
@@ -98,8 +105,11 @@ def bench_gn(device: str, backends: list[str], batch_div: int, reps: int) -> lis
         w = torch.randn(c, device=device, requires_grad=True)
         b = torch.randn(c, device=device, requires_grad=True)
         dy = torch.randn_like(x)
+        one = torch.ones(1, device=device, requires_grad=True)
         for mode in ("fwd", "fwd+bwd"):
             runners = {be: _gn_runner(_gn_fns(be), mode, x, w, b, g, dy) for be in backends}
+            if mode == "fwd+bwd":  # what torch.autograd.grad costs by itself: its ratio caps every backend's
+                runners[AUTOGRAD_FLOOR] = lambda one=one: torch.autograd.grad(one * 1.0, (one,), torch.ones_like(one))
             times = time_interleaved(runners, device, reps)
             rows += _rows(f"{name}:{mode}", device, times)
     return rows
@@ -184,7 +194,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--json", help="write the rows (op, device, backend, seconds, ratio_vs_eager) here")
     ap.add_argument("--reps", type=int, default=None,
-                    help="timed rounds of the op rows (default 200 cpu, 50 cuda); steps take a quarter, at least 5")
+                    help="timed rounds of the op rows (default 200 cpu, 50 cuda); steps take a quarter, at least 5 "
+                         "(cifar20 on CPU a twentieth, at least 10)")
     ap.add_argument("--compile-models", default="digits,cifar20",
                     help="comma list of models whose steps are also timed under torch.compile ('' for none)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile everywhere")
@@ -198,7 +209,7 @@ def main() -> None:
     step_reps = max(reps // 4, 5)  # a cifar20 step takes seconds on a CPU: fewer rounds there
     models = {"digits_pruned": (build_digits_unet, 128, 512, step_reps),
               "cifar20_pruned": (build_cifar20_unet, 8 if cpu else 128, 8 if cpu else 256,
-                                 max(step_reps // 10, 5) if cpu else step_reps)}
+                                 max(step_reps // 5, 10) if cpu else step_reps)}
     compile_models = set() if args.no_compile else {f"{m}_pruned" for m in args.compile_models.split(",") if m}
     print(f"device={dev} backends={backends} torch={torch.__version__} threads={torch.get_num_threads()}"
           + (f" gpu={torch.cuda.get_device_name()}" if not cpu else ""))
