@@ -25,7 +25,7 @@ def evaluation_options(command):
         click.option("--kinds", default="remove,keep", show_default=True,
                      help="Counterfactual retrainings: remove the top fraction, keep only it, or both."),
         click.option("--workers", type=int, default=0, show_default=True,
-                     help="Worker processes for the sFT studies (0 = one per core)."),
+                     help="Worker processes for the sFT studies and, on CPU, the retrainings (0 = one per core)."),
         click.option("--budget", type=int, default=0, show_default=True,
                      help="Coalitions of each sFT study (0 = 10 n); FT-Shapley gets the same compute."),
         click.option("--device", default="cpu", show_default=True, help="Where retrainings run: cpu or cuda[:N]."),

@@ -46,7 +46,8 @@ __all__ = ["EvalRequest", "Evaluation", "evaluate", "parse_eval_request"]
 @dataclass(frozen=True)
 class EvalRequest:
     """A validated evaluation: config, held-out design (alpha, count, seeds), counterfactual fraction, where
-    retrainings run (device, stack) or travel (export / ingest files), worker processes for sFT studies."""
+    retrainings run (device, stack) or travel (export / ingest files), worker processes for the sFT studies
+    and the CPU retrainings."""
 
     cfg: UseCaseConfig
     use_case: str
@@ -127,8 +128,11 @@ class Evaluation:
 
 
 def _ensure(tracker: Tracker, req: EvalRequest, study: Study, jobs, parent: str, progress: bool):
+    # on CPU the retrainings run in worker processes like the sFT studies (0: one per core); on a GPU in this one
+    workers = 1 if req.device != "cpu" else (req.workers if req.workers > 0 else os.cpu_count() or 1)
     return ensure_retrained(tracker, req.cfg, study.data, study.scorer, jobs, parent=parent, device=req.device,
-                            stack=req.stack, results=req.ingest, export=req.export, progress=progress)
+                            stack=req.stack, workers=workers, results=req.ingest, export=req.export,
+                            progress=progress)
 
 
 def _truth(outcomes: dict[str, Retrained], jobs, masks: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:

@@ -103,7 +103,7 @@ def ingest(tracker: Tracker, cfg: UseCaseConfig, names: tuple[str, ...], jobs: l
 
 def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorDataset, scorer: Property,
                      jobs: list[RetrainJob], *, parent: str | None = None, device: str = "cpu", stack: int = 1,
-                     results: tuple[Path, ...] = (), export: Path | None = None,
+                     workers: int = 1, results: tuple[Path, ...] = (), export: Path | None = None,
                      progress: bool = False) -> dict[str, Retrained]:
     """{job key: outcome} for every job: reused runs, ingested ``results`` lines, then computed ones.
 
@@ -120,6 +120,7 @@ def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorData
         raise SystemExit(f"{len(missing)} retraining(s) still missing: written to {export}. Run them with\n"
                          f"  python -m shapflow.evaluation.worker {export} --out results.jsonl --device cuda "
                          "--stack 64\nthen rerun this command with --ingest results.jsonl")
-    for outcome in run_jobs(cfg, data, scorer, missing, device=device, stack=stack, progress=progress):
+    for outcome in run_jobs(cfg, data, scorer, missing, device=device, stack=stack, workers=workers,
+                            progress=progress):
         log_outcome(tracker, cfg, data.names, outcome, parent)
     return finished_retrains(tracker, cfg) if missing else found

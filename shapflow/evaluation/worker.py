@@ -2,6 +2,7 @@
 
     shapflow evaluate groundtruth --use-case digits --export-jobs jobs.json       # where MLflow is
     python -m shapflow.evaluation.worker jobs.json --out results.jsonl --device cuda --stack 64
+    python -m shapflow.evaluation.worker jobs.json --out results.jsonl --workers 0   # CPU node: a process per core
     shapflow evaluate groundtruth --use-case digits --ingest results.jsonl        # back where MLflow is
 
 The job file carries the whole use-case config and each job's identity key. The worker appends one JSON
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="results file (JSON lines; appended)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 [cpu]")
     parser.add_argument("--stack", type=int, default=1, help="models trained together (vmapped) [1]")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="one-thread processes sharing the jobs, on CPU (0: one per core) [1]")
     parser.add_argument("--limit", type=int, default=0, help="stop after this many jobs (0: all) [0]")
     args = parser.parse_args(argv)
 
@@ -86,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(cfg.data, cfg.assets)
     scorer = load_scorer(cfg, data)
     stamp = config_stamp(cfg)
+    workers = args.workers if args.workers > 0 else os.cpu_count() or 1
     with args.out.open("a") as out:
-        for outcome in run_jobs(cfg, data, scorer, pending, device=args.device, stack=args.stack, progress=True):
+        for outcome in run_jobs(cfg, data, scorer, pending, device=args.device, stack=args.stack, workers=workers,
+                                progress=True):
             out.write(json.dumps({**outcome.as_record(), "stamp": stamp}) + "\n")
             out.flush()
     return 0

@@ -1,4 +1,5 @@
-"""Ground-truth retraining: stacked training equals lone training, plans, job keys, the offline worker."""
+"""Ground-truth retraining: stacked training equals lone training, worker processes equal one process, plans,
+job keys, the offline worker."""
 
 import copy
 import json
@@ -6,14 +7,16 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from shapflow.attribute import TINY_OVERRIDES, load_config
 from shapflow.data import load_data
-from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, job_key, mask_of
+from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, job_key, mask_of, run_jobs
 from shapflow.evaluation.plans import counterfactual_jobs, counterfactual_masks, equal_compute_budget, top_k
 from shapflow.evaluation.worker import main as worker_main
 from shapflow.evaluation.worker import read_jobs, read_results, write_jobs
 from shapflow.models import build_unet
+from shapflow.pipeline import load_scorer
 from shapflow.train import Member, train, train_many
 
 
@@ -111,3 +114,26 @@ def test_worker_runs_a_job_file_resumably_and_refuses_edited_files(tiny, tmp_pat
     path.write_text(json.dumps(payload))
     with pytest.raises(ValueError, match="stamp"):
         read_jobs(path)
+
+
+def test_retrainings_in_worker_processes_match_in_process_ones(tiny):
+    """workers=2 spreads the jobs over two spawned one-thread processes: same outcomes (any order) as one
+    thread in this process; a GPU device refuses worker processes."""
+    cfg, data = tiny
+    cfg = replace(cfg, train=replace(cfg.train, steps=4), sampling=replace(cfg.sampling, num_images=8))
+    jobs = [RetrainJob(job_key(cfg, bits(m), 0, "v"), bits(m), 0, "heldout-0.50") for m in heldout_masks(16, 0.5, 3)]
+    scorer = load_scorer(cfg, data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = {o.job.key: o for o in run_jobs(cfg, data, scorer, jobs)}
+    finally:
+        torch.set_num_threads(threads)
+    pooled = {o.job.key: o for o in run_jobs(cfg, data, scorer, jobs, workers=2)}
+    assert pooled.keys() == alone.keys() == {j.key for j in jobs}
+    for key, outcome in pooled.items():
+        assert np.isclose(outcome.utility, alone[key].utility, rtol=1e-6, atol=1e-7)
+        assert torch.allclose(outcome.images, alone[key].images, atol=1e-6)
+    assert len({round(o.utility, 6) for o in pooled.values()}) == len(jobs)  # the coalitions really differ
+    with pytest.raises(ValueError, match="CPU processes"):
+        next(run_jobs(cfg, data, scorer, jobs, device="cuda", workers=2))
