@@ -1,4 +1,5 @@
-"""Scale-out benchmark: coalitions per minute (local vs 1 and 2 Ray workers) and MLflow tracking overhead.
+"""Scale-out benchmark: coalitions per minute (local vs 1 and 2 Ray workers), MLflow tracking overhead, and
+CPU retrainings per minute (one process vs worker processes).
 
 Usage:  python benchmarks/scaling.py [--coalitions 8] [--budget 10] [--realistic] [--only X] [--json PATH]
 Throughput: the same tiny digits-classes coalitions evaluated by the local executor (one process) and by
@@ -8,6 +9,8 @@ same masks on 1 and 2 plain one-thread processes: the scaling this machine's cor
 Tracking overhead: a whole attribute sweep with SQLite and with a PostgreSQL-backed MLflow server; the share of the
 coalition phase's wall time the driver thread spends blocked inside MLflow client calls (``Tracker.call``;
 the artifact upload and end of each run happen on a background thread while the next coalition runs).
+Retraining (``--only retrain``): ground-truth retrainings per minute of ``shapflow evaluate`` on CPU, in one
+process against one one-thread worker process per core.
 """
 
 from __future__ import annotations
@@ -84,6 +87,28 @@ def throughput(n: int, overrides: list[str]) -> dict[str, float]:
     return rates
 
 
+def retraining_rate(jobs: int, steps: int) -> dict[str, float]:
+    """Ground-truth retrainings per minute (digits recipe cut to ``steps`` steps, 512 images scored) in this
+    process with torch's threads, and spread over one one-thread worker process per core (spawn start-up
+    included: it is paid once per batch of retrainings)."""
+    from shapflow.data import load_data
+    from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, run_jobs
+    from shapflow.pipeline import load_scorer
+
+    cfg = load_use_case("digits", [f"train.steps={steps}"])
+    data = load_data(cfg.data, cfg.assets)
+    scorer = load_scorer(cfg, data)
+    planned = [RetrainJob(f"bench-{i}", bits(m), 0, "benchmark")
+               for i, m in enumerate(heldout_masks(data.n_contributors, 0.5, jobs))]
+    rates = {}
+    for workers in (1, os.cpu_count() or 1):
+        start = time.perf_counter()
+        list(run_jobs(cfg, data, scorer, planned, workers=workers))
+        name = "retrain_in_process" if workers == 1 else f"retrain_{workers}_workers"
+        rates[name] = 60 * jobs / (time.perf_counter() - start)
+    return rates
+
+
 def tracking_overhead(uri: str, budget: int, experiment: str, overrides: list[str]) -> tuple[float, float]:
     """(blocked, background): shares of the coalition phase's wall time spent in MLflow client calls on the
     driver thread (the overhead: the driver waits) and on the background finisher thread (artifact upload and
@@ -143,18 +168,23 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--realistic", action="store_true",
                         help="coalitions as costly as digits ones (~2 s), not 0.3 s smoke ones")
-    parser.add_argument("--only", choices=("throughput", "tracking"), default=None, help="run one half")
+    parser.add_argument("--only", choices=("throughput", "tracking", "retrain"), default=None, help="run one part")
+    parser.add_argument("--retrain-jobs", type=int, default=4, help="retrainings per side of the retrain part")
+    parser.add_argument("--retrain-steps", type=int, default=300, help="training steps of each (the recipe: 2000)")
     args = parser.parse_args()
     overrides = REALISTIC if args.realistic else OVERRIDES
     os.environ.setdefault("SHAPFLOW_CODE_VERSION", "scaling-benchmark")
     out: dict[str, float] = {}
-    if args.only != "tracking":
+    if args.only in (None, "throughput"):
         rates = throughput(args.coalitions, overrides)
         out |= {**rates, "speedup_2_workers": rates["ray_2_workers"] / rates["ray_1_workers"],
                 "speedup_2_plain_processes": rates["plain_2_processes"] / rates["plain_1_processes"],
                 "ray_2_vs_local": rates["ray_2_workers"] / rates["local_1_process"]}
-    if args.only != "throughput":
+    if args.only in (None, "tracking"):
         out |= tracking_costs(args.budget, overrides)
+    if args.only in (None, "retrain"):
+        rates = retraining_rate(args.retrain_jobs, args.retrain_steps)
+        out |= {**rates, "speedup_retrain_workers": max(rates.values()) / rates["retrain_in_process"]}
     print(json.dumps(out, indent=1))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
