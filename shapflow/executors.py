@@ -17,7 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ import torch
 from shapflow.config import TrainConfig, UseCaseConfig, from_dict, to_dict
 from shapflow.pipeline import Models, Study, load_models, load_study
 
-__all__ = ["EXECUTORS", "ExecutorSpec", "Outcome", "evaluate_many", "folder_store", "model_payload"]
+__all__ = ["EXECUTORS", "ExecutorSpec", "Outcome", "evaluate_many", "folder_store", "model_payload", "spawn_pool"]
 
 EXECUTORS = ("local", "ray")
 _WORKER: dict[str, Study] = {}
@@ -194,9 +194,20 @@ def evaluate_many(study: Study, masks: dict[int, np.ndarray], *, workers: int, f
             finished = _finished(uri, experiment_id, keys.get(index))
             yield _skipped(index) if finished else _evaluate(study, index, mask, keep_images)
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(masks)), mp_context=context, initializer=_init_worker,
-                             initargs=(to_dict(study.cfg), folders)) as pool:
-        futures = [pool.submit(_evaluate_in_worker, index, mask, keep_images) for index, mask in masks.items()]
-        for future in as_completed(futures):
+    tasks = [(index, mask, keep_images) for index, mask in masks.items()]
+    yield from spawn_pool(_evaluate_in_worker, tasks, workers=workers, initializer=_init_worker,
+                          initargs=(to_dict(study.cfg), folders))
+
+
+def spawn_pool(fn: Callable, tasks: list[tuple], *, workers: int, initializer: Callable,
+               initargs: tuple) -> Iterator:
+    """``fn(*task)`` for every task in up to ``workers`` spawned processes (each set up once by
+    ``initializer(*initargs)``), yielded in the order they finish. A caller that stops early (an error
+    while logging a result) cancels the tasks not yet started instead of waiting for all of them."""
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=initializer, initargs=initargs)
+    try:
+        for future in as_completed([pool.submit(fn, *task) for task in tasks]):
             yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -13,10 +13,8 @@ file where no tracking server is reachable.
 from __future__ import annotations
 
 import copy
-import multiprocessing
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -25,6 +23,7 @@ from tqdm.auto import tqdm
 
 from shapflow.config import UseCaseConfig, from_dict, stage_key, to_dict
 from shapflow.data import ContributorDataset
+from shapflow.executors import spawn_pool
 from shapflow.models import build_unet
 from shapflow.properties import Property
 from shapflow.sample import sample
@@ -133,16 +132,11 @@ def run_jobs(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, job
                 yield outcome
                 bar.update(1)
     else:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=multiprocessing.get_context(
-            "spawn"), initializer=_init_worker, initargs=(to_dict(cfg), data))
-        try:
-            futures = [pool.submit(_run_chunk_in_worker, chunk, keep_images) for chunk in chunks]
-            for future in as_completed(futures):
-                for outcome in future.result():
-                    yield outcome
-                    bar.update(1)
-        finally:  # a caller that stops early (an error while logging) must not wait for every queued job
-            pool.shutdown(wait=True, cancel_futures=True)
+        for outcomes in spawn_pool(_run_chunk_in_worker, [(chunk, keep_images) for chunk in chunks],
+                                   workers=workers, initializer=_init_worker, initargs=(to_dict(cfg), data)):
+            for outcome in outcomes:
+                yield outcome
+                bar.update(1)
     bar.close()
 
 
