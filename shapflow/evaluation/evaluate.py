@@ -128,10 +128,8 @@ class Evaluation:
 
 
 def _ensure(tracker: Tracker, req: EvalRequest, study: Study, jobs, parent: str, progress: bool):
-    # on CPU the retrainings run in worker processes like the sFT studies (0: one per core); on a GPU in this one
-    workers = 1 if req.device != "cpu" else (req.workers if req.workers > 0 else os.cpu_count() or 1)
     return ensure_retrained(tracker, req.cfg, study.data, study.scorer, jobs, parent=parent, device=req.device,
-                            stack=req.stack, workers=workers, results=req.ingest, export=req.export,
+                            stack=req.stack, workers=req.workers, results=req.ingest, export=req.export,
                             progress=progress)
 
 

@@ -13,6 +13,7 @@ file where no tracking server is reachable.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -110,9 +111,10 @@ def run_jobs(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, job
 
     ``stack`` > 1 trains that many models together (vmapped): on a GPU this turns hundreds of small,
     launch-bound trainings into a few large ones; on a CPU one at a time is about as fast.
-    ``workers`` > 1 (CPU only) spreads the stacks over that many spawned one-thread processes, yielding in
-    the order they finish: small models gain little from intra-op threads (the digits full training runs
-    12.3-14.4 steps/s on two threads in one process, 2 x 10.3-10.6 in two one-thread processes).
+    ``workers`` > 1 (CPU only; 0: one per core on a CPU, one elsewhere) spreads the stacks over that many
+    spawned one-thread processes, yielding in the order they finish: small models gain little from intra-op
+    threads (the digits full training runs 12.3-14.4 steps/s on two threads in one process, 2 x 10.3-10.6
+    in two one-thread processes).
     """
     if cfg.model.family != "pixel":
         raise ValueError(f"ground-truth retraining supports model.family=pixel, not {cfg.model.family!r}: "
@@ -121,7 +123,10 @@ def run_jobs(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, job
         raise ValueError("stacked retraining runs eager PyTorch: set kernels=eager or stack=1")
     if stack < 1:
         raise ValueError(f"stack={stack} is invalid: train at least one model at a time")
-    if workers > 1 and torch.device(device).type != "cpu":
+    on_cpu = torch.device(device).type == "cpu"
+    if workers <= 0:
+        workers = (os.cpu_count() or 1) if on_cpu else 1
+    if workers > 1 and not on_cpu:
         raise ValueError(f"workers={workers} runs retrainings in CPU processes: on {device} use one worker "
                          "and --stack")
     chunks = [jobs[start:start + stack] for start in range(0, len(jobs), stack)]

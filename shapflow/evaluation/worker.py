@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -90,10 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(cfg.data, cfg.assets)
     scorer = load_scorer(cfg, data)
     stamp = config_stamp(cfg)
-    workers = args.workers if args.workers > 0 else os.cpu_count() or 1
     with args.out.open("a") as out:
-        for outcome in run_jobs(cfg, data, scorer, pending, device=args.device, stack=args.stack, workers=workers,
-                                progress=True):
+        for outcome in run_jobs(cfg, data, scorer, pending, device=args.device, stack=args.stack,
+                                workers=args.workers, progress=True):
             out.write(json.dumps({**outcome.as_record(), "stamp": stamp}) + "\n")
             out.flush()
     return 0
