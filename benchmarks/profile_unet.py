@@ -25,7 +25,7 @@ from diffusers import DDIMScheduler  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from shapflow.kernels import optimize  # noqa: E402
-from shapflow.kernels.workloads import (  # noqa: E402
+from shapflow.testing.workloads import (  # noqa: E402
     build_cifar20_unet,
     build_digits_unet,
     make_sampling_step,

@@ -32,12 +32,12 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 import numpy as np  # noqa: E402
 
 from shapflow import attribute, tracking  # noqa: E402
-from shapflow.attribute import TINY_OVERRIDES, parse_request, run_attribute  # noqa: E402
+from shapflow.attribution.run import TINY_OVERRIDES, parse_request, run_attribute  # noqa: E402
 from shapflow.cache import cache_dir  # noqa: E402
 from shapflow.config import load_use_case, stage_key, to_dict  # noqa: E402
-from shapflow.executors import ExecutorSpec, _evaluate_in_worker, _init_worker, evaluate_many  # noqa: E402
-from shapflow.pipeline import STAGE_ORDER, load_study  # noqa: E402
-from shapflow.services import start_mlflow_server, start_postgres  # noqa: E402
+from shapflow.execution.local import ExecutorSpec, _evaluate_in_worker, _init_worker, evaluate_many  # noqa: E402
+from shapflow.tracking.server import start_mlflow_server, start_postgres  # noqa: E402
+from shapflow.utility.study import STAGE_ORDER, load_study  # noqa: E402
 
 USE_CASE = "digits-classes"
 OVERRIDES = [*TINY_OVERRIDES, "sft.steps=10"]
@@ -93,7 +93,7 @@ def retraining_rate(jobs: int, steps: int) -> dict[str, float]:
     included: it is paid once per batch of retrainings)."""
     from shapflow.data import load_data
     from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, run_jobs
-    from shapflow.pipeline import load_scorer
+    from shapflow.utility.study import load_scorer
 
     cfg = load_use_case("digits", [f"train.steps={steps}"])
     data = load_data(cfg.data, cfg.assets)

@@ -48,7 +48,7 @@ def _init(use_case: str, overrides: list[str]) -> None:
     import torch
 
     from shapflow.config import load_use_case
-    from shapflow.pipeline import load_study
+    from shapflow.utility.study import load_study
 
     torch.set_num_threads(1)
     _STUDY = load_study(load_use_case(use_case, overrides))

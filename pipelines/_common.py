@@ -15,10 +15,10 @@ __all__ = ["validated"]
 
 
 def validated(parse=None, **options):
-    """``parse(**options)`` (default ``shapflow.attribute.parse_request``), or exit 2 (deleting the run
+    """``parse(**options)`` (default ``shapflow.attribution.run.parse_request``), or exit 2 (deleting the run
     ``mlflow run`` made)."""
-    from shapflow.assets import MissingAssetsError
-    from shapflow.attribute import parse_request
+    from shapflow.attribution.run import parse_request
+    from shapflow.data.assets import MissingAssetsError
 
     try:
         return (parse or parse_request)(**options)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 from _common import validated
 
-from shapflow.attribute import run_attribute
-from shapflow.cli import attribute_options
+from shapflow.attribution.run import run_attribute
+from shapflow.cli.main import attribute_options
 
 
 @click.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from _common import validated
 
-from shapflow.evaluate_cli import evaluation_options
+from shapflow.cli.evaluate import evaluation_options
 from shapflow.evaluation.evaluate import evaluate, parse_eval_request
 from shapflow.evaluation.tables import to_markdown
 

@@ -1,6 +1,6 @@
 """shapflow: Shapley values of data contributors for global properties of diffusion models.
 
-Stages are plain functions (``shapflow.pipeline``), the Shapley engine is pure numpy
+Stages are plain functions (``shapflow.utility.study``), the Shapley engine is pure numpy
 (``shapflow.shapley``), and MLflow tracking lives in ``shapflow.tracking`` only.
 """
 

@@ -22,7 +22,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def tiny_store(tmp_path_factory):
     """A store holding one tiny attribute run (digits-classes, 10 coalitions), shared by the tracking,
     CLI and browser tests: (tracking uri, AttributeResult, Request)."""
-    from shapflow.attribute import TINY_OVERRIDES, parse_request, run_attribute
+    from shapflow.attribution.run import TINY_OVERRIDES, parse_request, run_attribute
 
     root = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{root}/mlruns.db"

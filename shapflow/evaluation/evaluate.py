@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shapflow.attribute import load_config, score_models
+from shapflow.attribution.run import load_config, score_models
 from shapflow.config import ConfigError, UseCaseConfig
 from shapflow.evaluation import lds as L
 from shapflow.evaluation.baselines import ranked_degradation
@@ -37,8 +37,8 @@ from shapflow.evaluation.methods import (
 from shapflow.evaluation.plans import COUNTERFACTUALS, counterfactual_jobs, counterfactual_masks, heldout_jobs
 from shapflow.evaluation.runs import Retrained, ensure_retrained
 from shapflow.evaluation.tables import results_frame, scatter_plots, write_json, write_tables
-from shapflow.pipeline import Study, load_study
 from shapflow.tracking import STAGE_TAG, USE_CASE_TAG, TrackedStore, Tracker, open_tracker, utilities_table
+from shapflow.utility.study import Study, load_study
 
 __all__ = ["EvalRequest", "Evaluation", "evaluate", "parse_eval_request"]
 

@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 
 from shapflow.config import UseCaseConfig, from_dict, stage_key, to_dict
 from shapflow.data import ContributorDataset
-from shapflow.executors import spawn_pool
+from shapflow.execution.local import spawn_pool
+from shapflow.generation.ddim import sample
 from shapflow.models import build_unet
 from shapflow.properties import Property
-from shapflow.sample import sample
 from shapflow.shapley import SAMPLERS
 
 __all__ = ["ALPHAS", "RetrainJob", "RetrainOutcome", "bits", "heldout_masks", "job_key", "mask_of", "run_jobs"]
@@ -91,7 +91,7 @@ def job_key(cfg: UseCaseConfig, mask: str, seed: int, version: str) -> str:
 def _retrain_stack(cfg: UseCaseConfig, data: ContributorDataset, jobs: list[RetrainJob], device: torch.device,
                    progress: bool) -> list:
     """Train the models of ``jobs`` from scratch, stacked in one loop; their sampling weights, in job order."""
-    from shapflow.train import Member, sampling_state, train_many
+    from shapflow.training.loop import Member, sampling_state, train_many
 
     members = [Member(build_unet(cfg.model, seed=job.seed).to(device), data.subset(mask_of(job.mask)), job.seed)
                for job in jobs]
@@ -169,7 +169,7 @@ _WORKER: dict = {}
 
 def _init_worker(cfg_data: dict, data: ContributorDataset) -> None:
     """Worker start-up: one torch thread; the config, the data and the scorer, loaded once."""
-    from shapflow.pipeline import load_scorer
+    from shapflow.utility.study import load_scorer
 
     torch.set_num_threads(1)
     cfg = from_dict(UseCaseConfig, cfg_data)

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from shapflow.attribute import Request, estimate_from_table, parse_request, plan, run_attribute
+from shapflow.attribution.run import Request, estimate_from_table, parse_request, plan, run_attribute
 from shapflow.config import stage_key
 from shapflow.evaluation.groundtruth import RetrainJob, bits
 from shapflow.evaluation.plans import coalition_cost, equal_compute_budget, loo_jobs, retrain_shapley_jobs
 from shapflow.evaluation.runs import Retrained
-from shapflow.pipeline import Study
 from shapflow.shapley import estimate, min_budget
 from shapflow.tracking import STAGE_TAG, STUDY_TAG, USE_CASE_TAG, Tracker, identity, utilities_table
+from shapflow.utility.study import Study
 
 __all__ = ["RETRAIN_METHODS", "STUDY_METHODS", "TRAK_METHODS", "MethodValues", "all_method_names", "baseline_methods",
            "retrain_jobs", "retrain_methods", "study_methods"]

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from shapflow.attribution.report import image_grid
 from shapflow.config import UseCaseConfig, stage_key
 from shapflow.data import ContributorDataset
 from shapflow.evaluation.groundtruth import RetrainJob, RetrainOutcome, mask_of, run_jobs
 from shapflow.evaluation.worker import config_stamp, read_results, write_jobs
 from shapflow.properties import Property
-from shapflow.report import image_grid
 from shapflow.tracking import KEY_TAG, STAGE_TAG, USE_CASE_TAG, Tracker
 
 __all__ = ["RETRAIN_STAGE", "Retrained", "ensure_retrained", "finished_retrains", "ingest", "log_outcome"]

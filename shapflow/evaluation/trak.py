@@ -29,7 +29,7 @@ from torch.func import functional_call, grad, vmap
 from shapflow.config import DiffusionConfig
 from shapflow.data import ContributorDataset
 from shapflow.evaluation.baselines import per_contributor
-from shapflow.train import ddpm_scheduler
+from shapflow.training.loop import ddpm_scheduler
 
 __all__ = [
     "KINDS",

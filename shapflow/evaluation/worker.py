@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from shapflow.data import load_data
     from shapflow.evaluation.groundtruth import run_jobs
-    from shapflow.pipeline import load_scorer
+    from shapflow.utility.study import load_scorer
 
     cfg, jobs = read_jobs(args.jobs)
     done = {record["job"]["key"] for record in read_results(args.out)} if args.out.exists() else set()

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from shapflow.cache import cache_dir
 from shapflow.config import DiffusionConfig, SampleConfig
 from shapflow.data.base import ContributorDataset
-from shapflow.sample import initial_noise
+from shapflow.generation.ddim import initial_noise
 
 __all__ = ["Autoencoder", "cached_latent_dataset", "content_key", "decode_latents", "encode_latents",
            "load_autoencoder", "sample_latent_images"]

@@ -5,7 +5,7 @@
 when downloads are explicitly allowed. ``add_lora`` freezes the UNet and adds a LoRA (paper:
 rank 256 on attention ``to_q``/``to_k``/``to_v``/``to_out.0``), so only LoRA weights train.
 ``CaptionConditionedDenoiser`` wraps the UNet and a fixed caption embedding into the denoiser
-interface ``model(x_t, t).sample`` that ``shapflow.train.train`` and the samplers call; in eval mode
+interface ``model(x_t, t).sample`` that ``shapflow.training.loop.train`` and the samplers call; in eval mode
 it applies classifier-free guidance when ``guidance_scale > 1``. LoRA adapters are saved as
 safetensors + PEFT's ``adapter_config.json`` (ranks included), never pickled.
 """

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from shapflow.cli import main, run_command
+from shapflow.cli.main import main, run_command
 from shapflow.tracking import open_tracker
 
 
@@ -82,7 +82,7 @@ def test_every_command_has_help_with_examples():
 
 
 def test_mlproject_evaluate_defaults_match_cli():
-    from shapflow.evaluate_cli import lds_command
+    from shapflow.cli.evaluate import lds_command
 
     with open("MLproject") as handle:
         project = yaml.safe_load(handle)

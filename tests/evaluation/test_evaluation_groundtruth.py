@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from shapflow.attribute import TINY_OVERRIDES, load_config
+from shapflow.attribution.run import TINY_OVERRIDES, load_config
 from shapflow.data import load_data
 from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, job_key, mask_of, run_jobs
 from shapflow.evaluation.plans import counterfactual_jobs, counterfactual_masks, equal_compute_budget, top_k
 from shapflow.evaluation.worker import main as worker_main
 from shapflow.evaluation.worker import read_jobs, read_results, write_jobs
 from shapflow.models import build_unet
-from shapflow.pipeline import load_scorer
-from shapflow.train import Member, train, train_many
+from shapflow.training.loop import Member, train, train_many
+from shapflow.utility.study import load_scorer
 
 
 @pytest.fixture(scope="module")

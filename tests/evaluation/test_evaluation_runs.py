@@ -9,16 +9,16 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from shapflow.attribute import TINY_OVERRIDES, load_config
-from shapflow.cli import main
+from shapflow.attribution.run import TINY_OVERRIDES, load_config
+from shapflow.cli.main import main
 from shapflow.data import load_data
 from shapflow.evaluation import groundtruth
 from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, job_key
 from shapflow.evaluation.runs import RETRAIN_STAGE, ensure_retrained, finished_retrains
 from shapflow.evaluation.worker import main as worker_main
 from shapflow.evaluation.worker import write_jobs
-from shapflow.pipeline import load_scorer
 from shapflow.tracking import KEY_TAG, STAGE_TAG, open_tracker
+from shapflow.utility.study import load_scorer
 
 
 @pytest.fixture(scope="module")

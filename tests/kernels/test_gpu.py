@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from shapflow.kernels import available_backends, group_norm_silu, group_norm_silu_reference, optimize
-from shapflow.kernels.workloads import build_cifar20_unet, make_sampling_step, make_sft_step
+from shapflow.testing.workloads import build_cifar20_unet, make_sampling_step, make_sft_step
 
 pytestmark = pytest.mark.gpu
 

@@ -11,7 +11,7 @@ from diffusers import UNet2DModel
 
 from shapflow.kernels import available_backends, optimize, resolve_backend
 from shapflow.kernels.optimize import FusedResnetBlock2D
-from shapflow.kernels.workloads import build_digits_unet, make_sampling_step, make_sft_step
+from shapflow.testing.workloads import build_digits_unet, make_sampling_step, make_sft_step
 
 
 def _tiny_unet(time_norm: str = "default") -> UNet2DModel:

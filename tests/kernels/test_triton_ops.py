@@ -11,7 +11,6 @@ pytest.importorskip("triton")
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1")
 
 from shapflow.kernels import group_norm_silu, group_norm_silu_reference  # noqa: E402
-from shapflow.kernels.triton_conv import conv3x3_nhwc, pack_conv3x3_weight  # noqa: E402
 
 
 @pytest.mark.parametrize(("n", "c", "h", "g"), [(1, 15, 3, 5), (2, 6, 4, 2)])
@@ -27,15 +26,3 @@ def test_triton_gn_silu_matches_eager(n, c, h, g):
     dy = torch.randn_like(y)
     for got, want in zip(torch.autograd.grad(y, leaves, dy), torch.autograd.grad(y0, leaves, dy), strict=True):
         assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())
-
-
-@pytest.mark.parametrize(("residual", "silu"), [(True, True), (False, False)])
-def test_triton_implicit_gemm_conv_matches_conv2d(residual, silu):
-    torch.manual_seed(0)
-    x, wt, bias = torch.randn(1, 4, 5, 7), torch.randn(9, 7, 3, 3), torch.randn(9)
-    res = torch.randn(1, 4, 5, 9) if residual else None
-    y = conv3x3_nhwc(x, pack_conv3x3_weight(wt), bias, res, silu, block=(16, 16, 16))
-    y0 = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), wt, bias, padding=1).permute(0, 2, 3, 1)
-    y0 = y0 + res if residual else y0
-    y0 = torch.nn.functional.silu(y0) if silu else y0
-    assert (y - y0).abs().max().item() <= 1e-4

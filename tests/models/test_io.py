@@ -4,7 +4,7 @@ import torch
 
 from shapflow.config import ModelConfig, PruneConfig
 from shapflow.models import build_unet, load_unet, save_unet
-from shapflow.prune import prune_unet
+from shapflow.training.prune import prune_unet
 
 ATTN = ModelConfig(sample_size=8, block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                    up_block_types=("AttnUpBlock2D", "UpBlock2D"), add_attention=True, attention_head_dim=4)

@@ -9,7 +9,7 @@ import uuid
 
 import psutil
 
-from shapflow.attribute import TINY_OVERRIDES, parse_request, run_stages
+from shapflow.attribution.run import TINY_OVERRIDES, parse_request, run_stages
 from shapflow.tracking import STAGE_TAG, open_tracker, utilities_table
 
 USE_CASE, BUDGET = "digits-classes", 10

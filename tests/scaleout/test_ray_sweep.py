@@ -8,7 +8,7 @@ import numpy as np
 import psutil
 import pytest
 
-from shapflow.attribute import TINY_OVERRIDES, parse_request, run_attribute
+from shapflow.attribution.run import TINY_OVERRIDES, parse_request, run_attribute
 from shapflow.tracking import STAGE_TAG, open_tracker, utilities_table
 
 USE_CASE, BUDGET = "digits-classes", 10

@@ -3,7 +3,7 @@
 import os
 import subprocess
 
-from shapflow.executors import spawn_pool
+from shapflow.execution.local import spawn_pool
 
 
 def _marker_command(folder, index: int, seconds: float) -> tuple:

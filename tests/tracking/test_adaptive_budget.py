@@ -2,7 +2,7 @@
 
 import pytest
 
-from shapflow.attribute import TINY_OVERRIDES, parse_request, run_attribute
+from shapflow.attribution.run import TINY_OVERRIDES, parse_request, run_attribute
 from shapflow.config import ConfigError
 from shapflow.tracking import open_tracker
 

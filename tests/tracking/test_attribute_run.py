@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from shapflow.attribute import plan, run_attribute
+from shapflow.attribution.run import plan, run_attribute
 from shapflow.tracking import KEY_TAG, STAGE_TAG, STUDY_TAG, open_tracker, utilities_table
 
 
@@ -36,8 +36,8 @@ def test_rerun_reuses_stages_and_coalitions(tiny_store):
 
 
 def test_registered_pruned_model_reproduces_logged_property(tiny_store):
-    from shapflow.attribute import score_models
-    from shapflow.registry import load_registered
+    from shapflow.attribution.run import score_models
+    from shapflow.tracking.registry import load_registered
 
     uri, _, request = tiny_store
     loaded = load_registered("digits-classes-pruned@candidate", uri=uri)

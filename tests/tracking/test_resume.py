@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from shapflow.attribute import TINY_OVERRIDES
+from shapflow.attribution.run import TINY_OVERRIDES
 from shapflow.tracking import STAGE_TAG, open_tracker
 
 BUDGET = 10

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from shapflow.assets import MissingAssetsError, check_assets, format_table, require_assets
 from shapflow.config import DiffusionConfig, TrainConfig
+from shapflow.data.assets import MissingAssetsError, check_assets, format_table, require_assets
 from shapflow.models.latent import cached_latent_dataset, decode_latents, encode_latents, load_autoencoder
 from shapflow.models.sd_lora import (
     CaptionConditionedDenoiser,
@@ -18,9 +18,9 @@ from shapflow.models.sd_lora import (
     lora_parameters,
     save_lora,
 )
-from shapflow.prune_lora import prune_lora_ranks
-from shapflow.tiny import tiny_images, write_tiny_assets, write_tiny_sd, write_tiny_vq
-from shapflow.train import train
+from shapflow.testing.smoke import tiny_images, write_tiny_assets, write_tiny_sd, write_tiny_vq
+from shapflow.training.loop import train
+from shapflow.training.prune_lora import prune_lora_ranks
 
 
 @pytest.fixture(scope="module")

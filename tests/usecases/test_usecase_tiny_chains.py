@@ -23,14 +23,14 @@ from shapflow.data.celebahq import load_celebahq
 from shapflow.models.latent import load_autoencoder
 from shapflow.models.sd_lora import load_sd_components
 from shapflow.models.unet import build_unet
-from shapflow.pipeline import Study, train_stages
 from shapflow.properties.aesthetic import load_aesthetic_property
 from shapflow.properties.diversity import load_diversity_property
 from shapflow.properties.inception_score import load_inception_property
 from shapflow.shapley import estimate
 from shapflow.shapley.samplers import sample_all
-from shapflow.studies import build_latent_study, build_lora_study
-from shapflow.tiny import SMOKE_LABEL, tiny_images, write_tiny_assets
+from shapflow.testing.smoke import SMOKE_LABEL, tiny_images, write_tiny_assets
+from shapflow.utility.families import build_latent_study, build_lora_study
+from shapflow.utility.study import Study, train_stages
 
 STEPS = TrainConfig(steps=2, batch_size=4, lr=1e-3)
 

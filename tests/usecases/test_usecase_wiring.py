@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shapflow.attribute import SMOKE_TAG, parse_request, run_attribute
+from shapflow.attribution.run import SMOKE_TAG, parse_request, run_attribute
 from shapflow.config import load_use_case, stage_key
 from shapflow.tracking import open_tracker, utilities_table
 

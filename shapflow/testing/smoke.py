@@ -233,7 +233,7 @@ def write_tiny_cifar100(folder: Path, *, per_class: int = 2, seed: int = 0) -> P
 def smoke_config(cfg: UseCaseConfig, folder: str | Path) -> UseCaseConfig:
     """The SMOKE configuration of ``cfg``: stand-ins written under ``folder`` (reused when present) as its
     assets, ``SMOKE_OVERRIDES``, ``tiny=true`` and the name ``SMOKE-<name>``. Idempotent."""
-    from shapflow.assets import SOURCE_ASSETS
+    from shapflow.data.assets import SOURCE_ASSETS
 
     if cfg.name.startswith("SMOKE-"):
         return cfg

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shapflow.config import UseCaseConfig, from_dict
-from shapflow.pipeline import Models, load_models
-from shapflow.tracking import open_tracker, resolve_model
+from shapflow.tracking.store import open_tracker, resolve_model
+from shapflow.utility.study import Models, load_models
 
 __all__ = ["RegisteredModel", "load_registered"]
 

@@ -23,7 +23,7 @@ from diffusers.models.upsampling import Upsample2D
 
 from shapflow.config import DiffusionConfig, PruneConfig
 from shapflow.data import ContributorDataset
-from shapflow.train import ddpm_scheduler, diffusion_loss
+from shapflow.training.loop import ddpm_scheduler, diffusion_loss
 
 __all__ = ["PruneReport", "prune_unet"]
 

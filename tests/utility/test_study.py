@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from shapflow.config import UseCaseConfig, apply_overrides
-from shapflow.pipeline import load_study
+from shapflow.utility.study import load_study
 
 TINY = ["train.steps=300", "train.warmup_steps=5", "train.ema.decay=0.9", "finetune.steps=10",
         "finetune.warmup_steps=0", "sft.steps=5",

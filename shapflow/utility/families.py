@@ -23,6 +23,7 @@ import torch
 from shapflow.cache import cache_dir
 from shapflow.config import LoraConfig, TrainConfig, UseCaseConfig
 from shapflow.data.base import ContributorDataset
+from shapflow.generation.ddim import sample
 from shapflow.models.latent import Autoencoder, cached_latent_dataset, load_autoencoder, sample_latent_images
 from shapflow.models.sd_lora import (
     CaptionConditionedDenoiser,
@@ -35,11 +36,10 @@ from shapflow.models.sd_lora import (
     set_lora_state,
 )
 from shapflow.models.unet import build_unet
-from shapflow.pipeline import CoalitionResult, Store, Study, optimize_for, timed_score, train_stages
 from shapflow.properties import Property
-from shapflow.prune_lora import prune_lora_ranks
-from shapflow.sample import sample
-from shapflow.train import train
+from shapflow.training.loop import train
+from shapflow.training.prune_lora import prune_lora_ranks
+from shapflow.utility.study import CoalitionResult, Store, Study, optimize_for, timed_score, train_stages
 
 __all__ = ["LatentStudy", "LoraStudy", "build_family_study", "build_latent_study", "build_lora_study",
            "stage_images"]

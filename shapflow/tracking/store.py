@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from shapflow.config import TrainConfig, UseCaseConfig, stage_key, to_dict
 from shapflow.models import save_unet
-from shapflow.pipeline import Models, load_models
+from shapflow.utility.study import Models, load_models
 
 __all__ = [
     "KEY_TAG",
@@ -253,7 +253,7 @@ def open_tracker(experiment: str | None = None, uri: str | None = None) -> Track
 
 
 class TrackedStore:
-    """A ``shapflow.pipeline.Store`` whose stage models are MLflow run artifacts (the ``save_unet`` folder).
+    """A ``shapflow.utility.study.Store`` whose stage models are MLflow run artifacts (the ``save_unet`` folder).
 
     A stage is reused when a FINISHED run tagged with identity(stage key, upstream stage run id, code version)
     exists; otherwise it is built inside a new run nested under ``parent``, logged, then FINISHED. ``runs``

@@ -3,10 +3,10 @@ from diffusers.models.attention_processor import Attention
 
 from shapflow.config import DiffusionConfig, ModelConfig, PruneConfig, TrainConfig
 from shapflow.data import load_digits_market
+from shapflow.generation.ddim import sample
 from shapflow.models import build_unet, count_parameters
-from shapflow.prune import prune_unet
-from shapflow.sample import sample
-from shapflow.train import train
+from shapflow.training.loop import train
+from shapflow.training.prune import prune_unet
 from tests.models.test_io import ATTN
 
 

@@ -16,15 +16,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from shapflow.attribution.report import image_grid
 from shapflow.config import stage_key
-from shapflow.executors import Outcome, evaluate_many
-from shapflow.pipeline import CoalitionResult, Study
-from shapflow.report import image_grid
+from shapflow.execution.local import Outcome, evaluate_many
 from shapflow.shapley import SAMPLERS, Coalitions, ShapleyResult, convergence, default_sampler, estimate, mask_key
 from shapflow.tracking import STUDY_TAG, USE_CASE_TAG, Finisher, TrackedStore, Tracker, identity, utilities_table
+from shapflow.utility.study import CoalitionResult, Study
 
 if TYPE_CHECKING:
-    from shapflow.attribute import Request
+    from shapflow.attribution.run import Request
 
 __all__ = ["Driver", "design_rows", "estimate_from_table", "masks_of", "plan"]
 

@@ -25,7 +25,7 @@ def check(condition: bool, field_name: str, value: Any, fix: str) -> None:
 class AssetsConfig:
     """The single place for every external asset (a local path, or a hub id where noted); None = not set.
 
-    Which keys a use case needs follows ``data.source`` (``shapflow.assets.USE_CASE_ASSETS``);
+    Which keys a use case needs follows ``data.source`` (``shapflow.data.assets.USE_CASE_ASSETS``);
     ``shapflow assets check`` lists them with their expected layout and where to obtain them.
     """
 

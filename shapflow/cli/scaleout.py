@@ -1,7 +1,7 @@
 """Scale-out commands of the ``shapflow`` CLI: executor options, ``server start``, ``coalitions emit/run``.
 
 ``--executor/--ray-address/--num-gpus/--max-retries`` are exported as ``SHAPFLOW_*`` environment variables
-(read by ``shapflow.executors.ExecutorSpec.from_env``), so ``shapflow run``, the MLproject scripts and
+(read by ``shapflow.execution.local.ExecutorSpec.from_env``), so ``shapflow run``, the MLproject scripts and
 batch commands all pick the executor the same way without widening the attribution request.
 """
 
@@ -63,8 +63,8 @@ def server_start(postgres_dir: Path | None, backend_store_uri: str | None, artif
     Example:  shapflow server start --postgres-dir ./pg --host 0.0.0.0 --experiment digits
     Then on every node:  MLFLOW_TRACKING_URI=http://<host>:5000 shapflow run --executor ray ...
     """
-    from shapflow.services import start_mlflow_server, start_postgres
     from shapflow.tracking import open_tracker
+    from shapflow.tracking.server import start_mlflow_server, start_postgres
 
     if (postgres_dir is None) == (backend_store_uri is None):
         raise click.UsageError("give exactly one of --postgres-dir and --backend-store-uri")
@@ -130,7 +130,7 @@ def coalitions_emit(fmt: str, **options) -> None:
 @click.command("prepare")
 def coalitions_prepare(**options) -> None:
     """Get-or-run the experiment, stages and endpoint runs, evaluating no coalition (before fanning out)."""
-    from shapflow.attribute import run_attribute
+    from shapflow.attribution.run import run_attribute
 
     result = run_attribute(_REQUEST[0](**options), progress=False, batch=slice(0, 0))
     click.echo(f"prepared study {result.study_id[:12]} (run {result.run_id})")
@@ -140,7 +140,7 @@ def coalitions_prepare(**options) -> None:
 @click.option("--index", type=int, required=True, help="The coalition (row of the sampler's plan) to evaluate.")
 def coalitions_run(index: int, **options) -> None:
     """Evaluate coalition ``index`` unless it already has a FINISHED run (idempotent; safe to resubmit)."""
-    from shapflow.attribute import run_attribute
+    from shapflow.attribution.run import run_attribute
 
     result = run_attribute(_REQUEST[0](**options), progress=False, batch=slice(index, index + 1))
     click.echo(f"coalition {index}: {result.evaluated_now} evaluated now (study {result.study_id[:12]})")

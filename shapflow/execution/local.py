@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from shapflow.config import TrainConfig, UseCaseConfig, from_dict, to_dict
-from shapflow.pipeline import Models, Study, load_models, load_study
+from shapflow.utility.study import Models, Study, load_models, load_study
 
 __all__ = ["EXECUTORS", "ExecutorSpec", "Outcome", "evaluate_many", "folder_store", "model_payload", "spawn_pool"]
 

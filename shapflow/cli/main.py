@@ -1,6 +1,6 @@
 """The ``shapflow`` command line: run the chain, query logged utilities, re-estimate, models, reports.
 
-Thin: every command parses options, calls ``shapflow.attribute`` / ``shapflow.tracking``, prints. Bad
+Thin: every command parses options, calls ``shapflow.attribution.run`` / ``shapflow.tracking``, prints. Bad
 parameters raise ``click.UsageError`` (exit 2) before any run is created.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
+from shapflow.cli.evaluate import evaluate_group
+from shapflow.cli.scaleout import executor_options, register
 from shapflow.config import ConfigError
-from shapflow.evaluate_cli import evaluate_group
-from shapflow.scaleout_cli import executor_options, register
 from shapflow.shapley import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS
 
 __all__ = ["main"]
@@ -24,8 +24,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _request(**options):
-    from shapflow.assets import MissingAssetsError
-    from shapflow.attribute import parse_request
+    from shapflow.attribution.run import parse_request
+    from shapflow.data.assets import MissingAssetsError
 
     try:
         return parse_request(**options)
@@ -92,7 +92,7 @@ def run_command(**options) -> None:
       shapflow run --use-case digits --budget 40 --workers 2 --overrides "sft.steps=50"
     A killed run resumes: the same command again evaluates only the coalitions not yet FINISHED.
     """
-    from shapflow.attribute import run_attribute
+    from shapflow.attribution.run import run_attribute
 
     request = _request(**options)
     result = run_attribute(request, progress=True)
@@ -139,7 +139,7 @@ def attribute_command(experiment: str | None, method: str, study: str | None) ->
       shapflow attribute --experiment digits --method kernelshap-paired
       shapflow attribute --method banzhaf-msr
     """
-    from shapflow.attribute import reestimate
+    from shapflow.attribution.run import reestimate
 
     tracker, study_id, parent = _study(experiment, study)
     try:
@@ -162,7 +162,7 @@ def report_command(experiment: str | None, method: str, out: Path) -> None:
     \b
     Example:  shapflow report --experiment digits --out report/
     """
-    from shapflow.attribute import report_from_table
+    from shapflow.attribution.run import report_from_table
     from shapflow.tracking import utilities_table
 
     tracker, study_id, parent = _study(experiment, study=None)
@@ -199,7 +199,7 @@ def models_load(ref: str, out: Path | None) -> None:
     Example:  shapflow models load digits-pruned@latest --out pruned/
     """
     from shapflow.models import count_parameters
-    from shapflow.registry import load_registered
+    from shapflow.tracking.registry import load_registered
 
     loaded = _registered(load_registered, ref, out)
     click.echo(f"{ref}: version {loaded.version}, {count_parameters(loaded.models.model)} parameters, "
@@ -230,8 +230,8 @@ def models_check(ref: str) -> None:
     \b
     Example:  shapflow models check digits-pruned@latest
     """
-    from shapflow.attribute import score_models
-    from shapflow.registry import load_registered
+    from shapflow.attribution.run import score_models
+    from shapflow.tracking.registry import load_registered
 
     loaded = _registered(load_registered, ref, None)
     click.echo(json.dumps(score_models(loaded.cfg, loaded.models), indent=1))
@@ -266,8 +266,8 @@ def assets_check(use_case: str, config: str | None, overrides: str, tiny: bool) 
       shapflow assets check --use-case cifar20 --overrides "assets.cifar100=~/data/cifar-100-python.tar.gz"
     Exits 1 when an asset is missing (the same check runs before every pipeline).
     """
-    from shapflow.assets import check_use_case, format_table
     from shapflow.config import load_use_case
+    from shapflow.data.assets import check_use_case, format_table
 
     try:
         cfg = load_use_case(config or use_case, overrides.split())

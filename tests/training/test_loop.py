@@ -4,7 +4,7 @@ import torch
 from shapflow.config import DiffusionConfig, EMAConfig, ModelConfig, TrainConfig
 from shapflow.data import load_digits_market
 from shapflow.models import build_unet
-from shapflow.train import TrainResult, sampling_state, train
+from shapflow.training.loop import TrainResult, sampling_state, train
 
 DIFFUSION = DiffusionConfig()
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from diffusers import UNet2DModel
 
-from shapflow.train import make_optimizer
+from shapflow.training.loop import make_optimizer
 
 __all__ = ["build_cifar20_unet", "build_digits_unet", "make_sampling_step", "make_sft_step"]
 
@@ -52,7 +52,7 @@ def _batch(unet: UNet2DModel, batch: int, device: torch.device, seed: int) -> tu
 def make_sft_step(unet: UNet2DModel, batch: int, seed: int = 0, lr: float = 1e-4,
                   fused_optimizer: bool = True) -> Callable[[], torch.Tensor]:
     """One sFT step on a fixed random batch: forward, eps-MSE loss, backward, the training loop's AdamW step
-    (``shapflow.train.make_optimizer``; ``fused_optimizer=False``: torch's default AdamW); returns the loss."""
+    (``shapflow.training.loop.make_optimizer``; ``fused_optimizer=False``: torch's default AdamW); returns the loss."""
     device = next(unet.parameters()).device
     x0, eps, t = _batch(unet, batch, device, seed)
     alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, device=device), 0)[t].view(-1, 1, 1, 1)

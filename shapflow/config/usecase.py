@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from shapflow.config_sections import ASSET_KEYS, AssetsConfig, ConfigError, LoraConfig, SampleConfig
-from shapflow.config_sections import check as _check
+from shapflow.config.sections import ASSET_KEYS, AssetsConfig, ConfigError, LoraConfig, SampleConfig
+from shapflow.config.sections import check as _check
 
 __all__ = [
     "ASSET_KEYS",
@@ -258,7 +258,7 @@ class UseCaseConfig:
     assets: AssetsConfig = field(default_factory=AssetsConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     kernels: str = "eager"  # eager | auto | cpp | triton (shapflow.kernels.optimize)
-    # SMOKE configuration (shapflow.tiny): tiny random stand-ins for every asset; part of every stage key,
+    # SMOKE configuration (shapflow.testing.smoke): tiny random stand-ins for every asset; part of every stage key,
     # so a smoke run is never reused as a real one.
     tiny: bool = False
 

@@ -1,8 +1,8 @@
 import torch
 
 from shapflow.config import DiffusionConfig, ModelConfig, SampleConfig
+from shapflow.generation.ddim import initial_noise, sample
 from shapflow.models import build_unet
-from shapflow.sample import initial_noise, sample
 
 
 def test_common_random_numbers_do_not_depend_on_batch_size():

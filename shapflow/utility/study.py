@@ -21,11 +21,11 @@ from diffusers import UNet2DModel
 
 from shapflow.config import TrainConfig, UseCaseConfig, stage_key
 from shapflow.data import ContributorDataset, load_data
+from shapflow.generation.ddim import sample
 from shapflow.models import build_unet, load_unet, save_unet
 from shapflow.properties import FEATURE_PROPERTIES, Property, load_property
-from shapflow.prune import prune_unet
-from shapflow.sample import sample
-from shapflow.train import sampling_state, train
+from shapflow.training.loop import sampling_state, train
+from shapflow.training.prune import prune_unet
 
 __all__ = [
     "STAGE_ORDER",
@@ -232,7 +232,7 @@ def load_study(cfg: UseCaseConfig, *, progress: bool = False, use_cache: bool = 
     scorer = load_scorer(cfg, data)
     store = store or (_cached if use_cache else _uncached)
     if cfg.model.family != "pixel":
-        from shapflow.studies import build_family_study
+        from shapflow.utility.families import build_family_study
 
         return build_family_study(cfg, data, scorer, store=store, progress=progress)
     untrained = build_unet(cfg.model, seed=cfg.train.seed)

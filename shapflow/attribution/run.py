@@ -1,4 +1,4 @@
-"""An attribute run: validate a request, get-or-run the stages, run the coalition loop (``shapflow.driver``),
+"""An attribute run: validate a request, get-or-run the stages, run the coalition loop (``attribution.driver``),
 report.
 
 One attribute run (parent) holds: the stage runs it had to compute, the endpoint runs v0/v1, one run per
@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shapflow.assets import require_use_case
+from shapflow.attribution.driver import Driver, design_rows, estimate_from_table, masks_of, plan
+from shapflow.attribution.report import convergence_curve, image_grid, write_report
 from shapflow.cache import cache_dir
 from shapflow.config import ConfigError, UseCaseConfig, load_use_case, stage_key
 from shapflow.data import load_data
-from shapflow.driver import Driver, design_rows, estimate_from_table, masks_of, plan
-from shapflow.pipeline import Models, load_scorer, load_study, train_stages
-from shapflow.report import convergence_curve, image_grid, write_report
+from shapflow.data.assets import require_use_case
 from shapflow.shapley import (
     DEFAULT_METHOD,
     DEFAULT_THRESHOLD,
@@ -35,7 +34,7 @@ from shapflow.shapley import (
     convergence,
     min_budget,
 )
-from shapflow.tiny import SMOKE_LABEL, smoke_config
+from shapflow.testing.smoke import SMOKE_LABEL, smoke_config
 from shapflow.tracking import (
     STAGE_TAG,
     STUDY_TAG,
@@ -47,6 +46,7 @@ from shapflow.tracking import (
     register_stage,
     utilities_table,
 )
+from shapflow.utility.study import Models, load_scorer, load_study, train_stages
 
 __all__ = ["SMOKE_TAG", "TINY_OVERRIDES", "AttributeResult", "Driver", "Request", "design_rows", "estimate_from_table",
            "load_config", "masks_of", "parse_request", "plan", "reestimate", "report_from_table", "run_attribute",
@@ -130,7 +130,7 @@ def load_config(name_or_path: str, overrides: str | tuple[str, ...] = "", tiny: 
 
 def score_models(cfg: UseCaseConfig, models: Models) -> dict[str, float]:
     """Every property (and the utility) of a stage's model, sampled with the use case's fixed seed."""
-    from shapflow.studies import stage_images
+    from shapflow.utility.families import stage_images
 
     scorer = load_scorer(cfg)
     properties = scorer.score_all(stage_images(cfg, models.for_sampling()))

@@ -1,0 +1,1 @@
+"""An attribute run: request, coalition plan and driver, values report."""

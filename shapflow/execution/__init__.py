@@ -1,0 +1,1 @@
+"""Where coalition evaluations and retrainings run: this process, worker processes, Ray tasks."""

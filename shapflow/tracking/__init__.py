@@ -1,0 +1,41 @@
+"""The only MLflow code: the store, get-or-run runs, utilities, the registry and the tracking server."""
+
+from shapflow.tracking.store import (
+    KEY_TAG,
+    PARENT_TAG,
+    STAGE_TAG,
+    STUDY_TAG,
+    USE_CASE_TAG,
+    Finisher,
+    TrackedStore,
+    Tracker,
+    code_version,
+    default_tracking_uri,
+    identity,
+    latest_experiment,
+    open_tracker,
+    register_stage,
+    resolve_model,
+    studies,
+    utilities_table,
+)
+
+__all__ = [
+    "KEY_TAG",
+    "PARENT_TAG",
+    "STAGE_TAG",
+    "STUDY_TAG",
+    "USE_CASE_TAG",
+    "Finisher",
+    "TrackedStore",
+    "Tracker",
+    "code_version",
+    "default_tracking_uri",
+    "identity",
+    "latest_experiment",
+    "open_tracker",
+    "register_stage",
+    "resolve_model",
+    "studies",
+    "utilities_table",
+]
