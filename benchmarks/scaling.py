@@ -31,18 +31,25 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 
 import numpy as np  # noqa: E402
 
-from shapflow import attribute, tracking  # noqa: E402
-from shapflow.attribution.run import TINY_OVERRIDES, parse_request, run_attribute  # noqa: E402
+from shapflow.attribution import parse_request, run_attribute  # noqa: E402
+from shapflow.attribution.driver import Driver  # noqa: E402
+from shapflow.attribution.plan import bits  # noqa: E402
 from shapflow.cache import cache_dir  # noqa: E402
 from shapflow.config import load_use_case, stage_key, to_dict  # noqa: E402
-from shapflow.execution.local import ExecutorSpec, _evaluate_in_worker, _init_worker, evaluate_many  # noqa: E402
+from shapflow.data import load_data  # noqa: E402
+from shapflow.evaluation.groundtruth import RetrainJob, heldout_masks, run_jobs  # noqa: E402
+from shapflow.execution import ExecutorSpec, evaluate_many  # noqa: E402
+from shapflow.execution.local import _evaluate_in_worker, _init_worker  # noqa: E402
+from shapflow.testing.fast import FAST_SETTINGS  # noqa: E402
+from shapflow.tracking import Tracker  # noqa: E402
 from shapflow.tracking.server import start_mlflow_server, start_postgres  # noqa: E402
-from shapflow.utility.study import STAGE_ORDER, load_study  # noqa: E402
+from shapflow.utility import load_scorer, load_study  # noqa: E402
+from shapflow.utility.protocol import STAGE_ORDER  # noqa: E402
 
 USE_CASE = "digits-classes"
-OVERRIDES = [*TINY_OVERRIDES, "sft.steps=10"]
+OVERRIDES = [*FAST_SETTINGS, "sft.steps=10"]
 # --realistic: tiny stages, but each coalition costs what a digits coalition costs (sFT 100 x 128, 512 images)
-REALISTIC = [*TINY_OVERRIDES, "sft.steps=100", "sft.batch_size=128", "sampling.num_images=512",
+REALISTIC = [*FAST_SETTINGS, "sft.steps=100", "sft.batch_size=128", "sampling.num_images=512",
              "sampling.num_inference_steps=25", "sampling.batch_size=512"]
 
 
@@ -91,10 +98,6 @@ def retraining_rate(jobs: int, steps: int) -> dict[str, float]:
     """Ground-truth retrainings per minute (digits recipe cut to ``steps`` steps, 512 images scored) in this
     process with torch's threads, and spread over one one-thread worker process per core (spawn start-up
     included: it is paid once per batch of retrainings)."""
-    from shapflow.data import load_data
-    from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, run_jobs
-    from shapflow.utility.study import load_scorer
-
     cfg = load_use_case("digits", [f"train.steps={steps}"])
     data = load_data(cfg.data, cfg.assets)
     scorer = load_scorer(cfg, data)
@@ -115,7 +118,7 @@ def tracking_overhead(uri: str, budget: int, experiment: str, overrides: list[st
     end of each run, overlapping the next coalition's compute). One in-process sweep."""
     spent = {"blocked": 0.0, "background": 0.0}
     inside, phase = [False], [0.0]
-    call, coalitions = tracking.Tracker.call, attribute.Driver.coalitions
+    call, coalitions = Tracker.call, Driver.coalitions
 
     def timed_call(self, method, *args, **kwargs):
         start = time.perf_counter()
@@ -133,12 +136,12 @@ def tracking_overhead(uri: str, budget: int, experiment: str, overrides: list[st
         finally:
             inside[0], phase[0] = False, time.perf_counter() - start
 
-    tracking.Tracker.call, attribute.Driver.coalitions = timed_call, timed_coalitions
+    Tracker.call, Driver.coalitions = timed_call, timed_coalitions
     try:
         request = parse_request(USE_CASE, overrides=overrides, budget=budget, workers=1, experiment=experiment)
         run_attribute(request, uri=uri, progress=False)
     finally:
-        tracking.Tracker.call, attribute.Driver.coalitions = call, coalitions
+        Tracker.call, Driver.coalitions = call, coalitions
     return spent["blocked"] / phase[0], spent["background"] / phase[0]
 
 

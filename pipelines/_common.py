@@ -17,7 +17,7 @@ __all__ = ["validated"]
 def validated(parse=None, **options):
     """``parse(**options)`` (default ``shapflow.attribution.run.parse_request``), or exit 2 (deleting the run
     ``mlflow run`` made)."""
-    from shapflow.attribution.run import parse_request
+    from shapflow.attribution import parse_request
     from shapflow.data.assets import MissingAssetsError
 
     try:

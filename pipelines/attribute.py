@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 from _common import validated
 
-from shapflow.attribution.run import run_attribute
-from shapflow.cli.main import attribute_options
+from shapflow.attribution import run_attribute
+from shapflow.cli.options import attribute_options
 
 
 @click.command()

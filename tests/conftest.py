@@ -22,14 +22,15 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def tiny_store(tmp_path_factory):
     """A store holding one tiny attribute run (digits-classes, 10 coalitions), shared by the tracking,
     CLI and browser tests: (tracking uri, AttributeResult, Request)."""
-    from shapflow.attribution.run import TINY_OVERRIDES, parse_request, run_attribute
+    from shapflow.attribution import parse_request, run_attribute
+    from shapflow.testing.fast import FAST_SETTINGS
 
     root = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{root}/mlruns.db"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SHAPFLOW_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "shapflow-cache"))
         patch.delenv("MLFLOW_RUN_ID", raising=False)
-        request = parse_request("digits-classes", overrides=TINY_OVERRIDES, budget=10, workers=1,
+        request = parse_request("digits-classes", overrides=FAST_SETTINGS, budget=10, workers=1,
                                 alias="candidate")
         result = run_attribute(request, uri=uri, progress=False)
     return uri, result, request

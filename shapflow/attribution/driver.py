@@ -1,5 +1,5 @@
-"""The coalition loop of an attribute run: plan the coalitions, evaluate the ones with no FINISHED run
-through the executor, log each as its own run, and estimate values from a study's logged utilities.
+"""The coalition loop of an attribute run: evaluate the planned coalitions with no FINISHED run through the
+request's executor, log each as its own run, and forecast convergence from the utilities logged so far.
 
 A coalition's identity is identity(study id, mask key, sFT seed): before evaluating, the driver looks for
 a FINISHED run with it, so a killed job, rerun, evaluates exactly the coalitions that have no FINISHED run.
@@ -10,37 +10,29 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from shapflow.attribution.plan import bits, estimate_from_table, plan
 from shapflow.attribution.report import image_grid
-from shapflow.config import stage_key
-from shapflow.execution.local import Outcome, evaluate_many
-from shapflow.shapley import SAMPLERS, Coalitions, ShapleyResult, convergence, default_sampler, estimate, mask_key
-from shapflow.tracking import STUDY_TAG, USE_CASE_TAG, Finisher, TrackedStore, Tracker, identity, utilities_table
-from shapflow.utility.study import CoalitionResult, Study
+from shapflow.attribution.request import Request
+from shapflow.config import identity, stage_key
+from shapflow.execution import Outcome, evaluate_many
+from shapflow.shapley import Coalitions, ShapleyResult, convergence, default_sampler, mask_key
+from shapflow.tracking import (
+    STUDY_TAG,
+    USE_CASE_TAG,
+    FinishedLookup,
+    Finisher,
+    TrackedStore,
+    Tracker,
+    utilities_table,
+)
+from shapflow.utility import CoalitionResult, Study
 
-if TYPE_CHECKING:
-    from shapflow.attribution.run import Request
-
-__all__ = ["Driver", "design_rows", "estimate_from_table", "masks_of", "plan"]
-
-
-def plan(request: Request) -> Coalitions:
-    """The coalitions to evaluate: the method's sampler, prefix-stable, so a rerun regenerates the same ids."""
-    return SAMPLERS[default_sampler(request.method)](request.n_contributors, request.budget, request.seed)
-
-
-def masks_of(table: pd.DataFrame) -> np.ndarray:
-    """The bool masks (m, n) of a utilities table's ``mask`` column of "0101..." strings."""
-    return np.array([[c == "1" for c in text] for text in table["mask"]], dtype=bool)
-
-
-def _bits(mask: np.ndarray) -> str:
-    return "".join("1" if m else "0" for m in mask)
+__all__ = ["Driver"]
 
 
 @dataclass
@@ -62,7 +54,7 @@ class Driver:
     def params(self, cid: str, mask: np.ndarray) -> dict[str, object]:
         """The params of a coalition run: who is in it, how it was drawn, what it was trained from."""
         members = [self.study.data.names[i] for i in np.flatnonzero(mask)]
-        return {"coalition_id": cid, "contributors": ",".join(members), "size": len(members), "mask": _bits(mask),
+        return {"coalition_id": cid, "contributors": ",".join(members), "size": len(members), "mask": bits(mask),
                 "sampler": default_sampler(self.request.method), "seed": self.request.seed,
                 "sft_seed": self.request.cfg.sft.seed, "upstream_run": self.store.runs.get("finetune", "-"),
                 "upstream_model_version": f"{self.request.cfg.name}-pruned/{self.model_version}",
@@ -110,8 +102,8 @@ class Driver:
         pending: dict[int, np.ndarray] = {}
         for r in range(len(planned))[batch or slice(None)]:
             mask = planned.masks[r]
-            if _bits(mask) not in done:
-                done.add(_bits(mask))  # a mask drawn twice is evaluated once
+            if bits(mask) not in done:
+                done.add(bits(mask))  # a mask drawn twice is evaluated once
                 pending[r] = mask
         bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="coalitions", unit="S",
                    disable=not progress, file=sys.stderr)
@@ -136,11 +128,12 @@ class Driver:
     def _evaluate(self, planned: Coalitions, pending: dict[int, np.ndarray], bar: tqdm, finisher: Finisher) -> int:
         """Evaluate one round of coalitions through the executor and log each as it completes."""
         folders = {stage: str(path) for stage, path in self.store.folders.items()}
-        lookup = (self.tracker.uri, self.tracker.experiment_id, {r: self.key(m) for r, m in pending.items()})
+        lookup = FinishedLookup(self.tracker.uri, self.tracker.experiment_id)
+        keys = {r: self.key(m) for r, m in pending.items()}
         for outcome in evaluate_many(self.study, pending, workers=self.request.workers, folders=folders,
-                                     lookup=lookup):
+                                     spec=self.request.executor, lookup=lookup, keys=keys):
             cid, mask = planned.ids[outcome.index], planned.masks[outcome.index]
-            if outcome.skipped:  # a Ray task found it FINISHED (by another driver): nothing to log
+            if outcome.skipped:  # found FINISHED (by another driver) before it was evaluated: nothing to log
                 bar.update(1)
                 continue
 
@@ -174,25 +167,3 @@ class Driver:
             return "forecast: too few coalitions yet"
         ok, more = convergence(result, self.request.threshold)
         return "converged" if ok else ("forecast: unknown" if more < 0 else f"~{more} more coalitions to converge")
-
-
-def design_rows(table: pd.DataFrame, planned: np.ndarray | None) -> pd.DataFrame:
-    """The coalition rows of ``planned`` masks (in plan order, repeats kept; not-yet-run masks left out).
-
-    A study's table holds every coalition any design evaluated for it (runs are shared by mask), so an
-    estimator must read only its own design's rows. ``planned=None``: every coalition row.
-    """
-    rows = table[table["stage"] == "coalition"]
-    if planned is None:
-        return rows
-    by_mask = rows.drop_duplicates("mask").set_index("mask", drop=False)
-    wanted = [_bits(mask) for mask in planned]
-    return by_mask.loc[[m for m in wanted if m in by_mask.index]].reset_index(drop=True)
-
-
-def estimate_from_table(table: pd.DataFrame, method: str, planned: np.ndarray | None = None) -> ShapleyResult:
-    """Values from a utilities table: endpoint rows give v0 and v1, the design's coalition rows the rest."""
-    ends = table[table["stage"] == "endpoint"].set_index("coalition_id")["utility"]
-    rows = design_rows(table, planned)
-    return estimate(masks_of(rows), rows["utility"].to_numpy(float), method, v0=float(ends["v0"]),
-                    v1=float(ends["v1"]))

@@ -17,9 +17,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from shapflow.attribution.plan import design_rows, estimate_from_table, masks_of
 from shapflow.shapley import ShapleyResult, estimate
 
-__all__ = ["convergence_curve", "image_grid", "markdown_table", "plot_convergence", "plot_values",
+__all__ = ["convergence_curve", "image_grid", "markdown_table", "plot_convergence", "plot_values", "report_from_table",
            "values_frame", "write_report"]
 
 Z95 = 1.96
@@ -119,3 +120,19 @@ def write_report(folder: Path, names: tuple[str, ...] | list[str], result: Shapl
     if curve is not None and curve[0]:
         plot_convergence(names, curve[0], curve[1], folder / "convergence.png", f"convergence · {title}")
     return frame
+
+
+def report_from_table(table: pd.DataFrame, title: str, method: str, folder: Path,
+                      planned: np.ndarray | None = None) -> tuple[ShapleyResult, pd.DataFrame]:
+    """Values by ``method`` from a utilities table, written with their plots into ``folder``: (result, values table).
+
+    ``planned``: the design's masks (see ``plan.design_rows``). Contributor names come from the v1 (grand
+    coalition) row, which lists everyone in index order.
+    """
+    values = estimate_from_table(table, method, planned)
+    rows = design_rows(table, planned)
+    ends = table[table["stage"] == "endpoint"].set_index("coalition_id")
+    curve = convergence_curve(masks_of(rows), rows["utility"].to_numpy(float), float(ends.loc["v0", "utility"]),
+                              float(ends.loc["v1", "utility"]), method)
+    names = ends.loc["v1", "contributors"].split(",")
+    return values, write_report(folder, names, values, f"{title} · {method}", curve)

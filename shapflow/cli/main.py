@@ -1,74 +1,39 @@
-"""The ``shapflow`` command line: run the chain, query logged utilities, re-estimate, models, reports.
+"""The ``shapflow`` command line: run the chain, query logged utilities, re-estimate, report, assets.
 
-Thin: every command parses options, calls ``shapflow.attribution.run`` / ``shapflow.tracking``, prints. Bad
-parameters raise ``click.UsageError`` (exit 2) before any run is created.
+Thin: every command parses options, calls the library, prints. Bad parameters exit 2 with a message before
+any run is created. Models: ``cli.models``; evaluation: ``cli.evaluate``; cluster and batch: ``cli.scaleout``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 import click
 
+from shapflow.attribution import reestimate, report_from_table, run_attribute
 from shapflow.cli.evaluate import evaluate_group
-from shapflow.cli.scaleout import executor_options, register
-from shapflow.config import ConfigError
-from shapflow.shapley import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS
+from shapflow.cli.models import models_group
+from shapflow.cli.options import attribute_options, request_from
+from shapflow.cli.scaleout import coalitions_group, server_group
+from shapflow.config import ConfigError, load_use_case
+from shapflow.data.assets import check_use_case, format_table
+from shapflow.shapley import DEFAULT_METHOD, METHODS
+from shapflow.tracking import Tracker, latest_experiment, open_tracker, studies, utilities_table
 
 __all__ = ["main"]
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def _request(**options):
-    from shapflow.attribution.run import parse_request
-    from shapflow.data.assets import MissingAssetsError
-
-    try:
-        return parse_request(**options)
-    except (ConfigError, MissingAssetsError) as err:
-        raise click.UsageError(str(err)) from None
-
-
-def _study(experiment: str | None, study: str | None):
+def _study(experiment: str | None, study: str | None) -> tuple[Tracker, str, object]:
     """(tracker, study id, attribute run) of ``--experiment`` (default: the newest attribute run's)."""
-    from shapflow.tracking import latest_experiment, open_tracker, studies
-
     tracker = open_tracker(experiment or latest_experiment())
     found = [(sid, run) for sid, run in studies(tracker) if study is None or sid.startswith(study)]
     if not found:
         raise click.UsageError(f"no attribute run in experiment {experiment!r} of {tracker.uri}: run `shapflow run`")
     return tracker, found[0][0], found[0][1]
-
-
-def attribute_options(command):
-    """The options shared by ``shapflow run`` and the MLproject scripts (defaults match MLproject)."""
-    options = [
-        click.option("--use-case", default="digits", show_default=True, help="A shipped use case name."),
-        click.option("--config", default=None, help="Path to a use-case YAML (instead of --use-case)."),
-        click.option("--overrides", default="", help='Field overrides, e.g. "sft.steps=50 sampling.num_images=128".'),
-        click.option("--budget", type=int, default=None, help="Coalitions to evaluate [default: 10 n]."),
-        click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHODS)),
-                     help="Estimator (also picks the coalition sampler)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Coalition sampler seed."),
-        click.option("--workers", type=int, default=0, show_default=True,
-                     help="Worker processes, one torch thread each (0 = one per core)."),
-        click.option("--alias", default=None, help="Registry alias to set on the full and pruned models."),
-        click.option("--experiment", default=None, help="MLflow experiment [default: the use case name]."),
-        click.option("--tiny", type=click.BOOL, default=False, show_default=True,
-                     help="SMOKE configuration: tiny random stand-ins for every external asset (plumbing only)."),
-        click.option("--until-converged", type=click.BOOL, default=False, show_default=True,
-                     help="Stop before the budget once every value's std is within --threshold of their range."),
-        click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
-                     help="Convergence rule: worst std <= threshold x (max value - min value)."),
-        *executor_options(),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,10 +57,7 @@ def run_command(**options) -> None:
       shapflow run --use-case digits --budget 40 --workers 2 --overrides "sft.steps=50"
     A killed run resumes: the same command again evaluates only the coalitions not yet FINISHED.
     """
-    from shapflow.attribution.run import run_attribute
-
-    request = _request(**options)
-    result = run_attribute(request, progress=True)
+    result = run_attribute(request_from(**options), progress=True)
     click.echo(result.values.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo(f"\nattribute run {result.run_id} (experiment {result.experiment_id}); "
                f"{result.evaluated_now} coalitions evaluated now")
@@ -115,8 +77,6 @@ def utilities_command(experiment: str | None, study: str | None, fmt: str) -> No
       shapflow utilities
       shapflow utilities --experiment digits --format csv > utilities.csv
     """
-    from shapflow.tracking import utilities_table
-
     tracker, study_id, _ = _study(experiment, study)
     table = utilities_table(tracker, study_id)
     if fmt == "csv":
@@ -127,20 +87,7 @@ def utilities_command(experiment: str | None, study: str | None, fmt: str) -> No
         click.echo(table.drop(columns=["run_id"]).to_string(index=False))
 
 
-@main.command("attribute")
-@click.option("--experiment", default=None, help="Experiment name [default: that of the newest attribute run].")
-@click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHODS)))
-@click.option("--study", default=None, help="Study id prefix [default: the newest attribute run's].")
-def attribute_command(experiment: str | None, method: str, study: str | None) -> None:
-    """Estimate values from LOGGED utilities with any estimator; log them as a new run; print the table.
-
-    \b
-    Examples:
-      shapflow attribute --experiment digits --method kernelshap-paired
-      shapflow attribute --method banzhaf-msr
-    """
-    from shapflow.attribution.run import reestimate
-
+def _reestimate(experiment: str | None, method: str, study: str | None) -> None:
     tracker, study_id, parent = _study(experiment, study)
     try:
         use_case = parent.data.params.get("study.use_case", "")
@@ -149,6 +96,40 @@ def attribute_command(experiment: str | None, method: str, study: str | None) ->
         raise click.UsageError(f"{method} cannot use these utilities: {err}") from None
     click.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo(f"\nlogged as run {run_id}")
+
+
+_REESTIMATE_OPTIONS = (
+    click.option("--experiment", default=None, help="Experiment name [default: that of the newest attribute run]."),
+    click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHODS))),
+    click.option("--study", default=None, help="Study id prefix [default: the newest attribute run's]."),
+)
+
+
+def _with_reestimate_options(command):
+    for option in reversed(_REESTIMATE_OPTIONS):
+        command = option(command)
+    return command
+
+
+@main.command("reestimate")
+@_with_reestimate_options
+def reestimate_command(experiment: str | None, method: str, study: str | None) -> None:
+    """Estimate values from LOGGED utilities with any estimator; log them as a new run; print the table.
+
+    \b
+    Examples:
+      shapflow reestimate --experiment digits --method kernelshap-paired
+      shapflow reestimate --method banzhaf-msr
+    """
+    _reestimate(experiment, method, study)
+
+
+@main.command("attribute", hidden=True)
+@_with_reestimate_options
+def attribute_command(experiment: str | None, method: str, study: str | None) -> None:
+    """Old name of ``shapflow reestimate`` (kept for one release)."""
+    click.echo("shapflow attribute is now `shapflow reestimate` (this alias goes in the next release)", err=True)
+    _reestimate(experiment, method, study)
 
 
 @main.command("report")
@@ -162,88 +143,9 @@ def report_command(experiment: str | None, method: str, out: Path) -> None:
     \b
     Example:  shapflow report --experiment digits --out report/
     """
-    from shapflow.attribution.run import report_from_table
-    from shapflow.tracking import utilities_table
-
     tracker, study_id, parent = _study(experiment, study=None)
     report_from_table(utilities_table(tracker, study_id), parent.data.params.get("study.use_case", ""), method, out)
     click.echo(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
-
-
-@main.group("models")
-def models_group() -> None:
-    """Registered models (<use_case>-full, <use_case>-pruned): list, load, alias, check."""
-
-
-@models_group.command("list")
-def models_list() -> None:
-    """List registered models, their versions and aliases.  Example: shapflow models list"""
-    from shapflow.tracking import open_tracker
-
-    tracker = open_tracker()
-    for model in tracker.call("search_registered_models"):
-        aliases = tracker.call("get_registered_model", model.name).aliases  # {alias: version}
-        for version in tracker.call("search_model_versions", f"name = '{model.name}'"):
-            names = sorted(a for a, v in aliases.items() if str(v) == str(version.version))
-            click.echo(f"{model.name}/{version.version}\trun {version.run_id}\taliases {','.join(names) or '-'}")
-
-
-@models_group.command("load")
-@click.argument("ref")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Copy the safetensors + JSON folder here.")
-def models_load(ref: str, out: Path | None) -> None:
-    """Load NAME@ALIAS (or NAME@latest, NAME/VERSION) and print its architecture summary.
-
-    \b
-    Example:  shapflow models load digits-pruned@latest --out pruned/
-    """
-    from shapflow.models import count_parameters
-    from shapflow.tracking.registry import load_registered
-
-    loaded = _registered(load_registered, ref, out)
-    click.echo(f"{ref}: version {loaded.version}, {count_parameters(loaded.models.model)} parameters, "
-               f"use case {loaded.cfg.name}")
-
-
-@models_group.command("alias")
-@click.argument("name")
-@click.argument("alias")
-@click.option("--version", required=True, help="Model version to point the alias at.")
-def models_alias(name: str, alias: str, version: str) -> None:
-    """Point ALIAS of registered model NAME at a version.
-
-    \b
-    Example:  shapflow models alias digits-pruned prod --version 1
-    """
-    from shapflow.tracking import open_tracker
-
-    open_tracker().call("set_registered_model_alias", name, alias, version)
-    click.echo(f"{name}@{alias} -> version {version}")
-
-
-@models_group.command("check")
-@click.argument("ref")
-def models_check(ref: str) -> None:
-    """Deployment check: load REF, sample with the use case's fixed seed, score, print the properties.
-
-    \b
-    Example:  shapflow models check digits-pruned@latest
-    """
-    from shapflow.attribution.run import score_models
-    from shapflow.tracking.registry import load_registered
-
-    loaded = _registered(load_registered, ref, None)
-    click.echo(json.dumps(score_models(loaded.cfg, loaded.models), indent=1))
-
-
-def _registered(load, ref: str, out: Path | None):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return load(ref, out)
-    except MlflowException as err:
-        raise click.UsageError(str(err)) from None
 
 
 @main.group("assets")
@@ -266,9 +168,6 @@ def assets_check(use_case: str, config: str | None, overrides: str, tiny: bool) 
       shapflow assets check --use-case cifar20 --overrides "assets.cifar100=~/data/cifar-100-python.tar.gz"
     Exits 1 when an asset is missing (the same check runs before every pipeline).
     """
-    from shapflow.config import load_use_case
-    from shapflow.data.assets import check_use_case, format_table
-
     try:
         cfg = load_use_case(config or use_case, overrides.split())
     except ConfigError as err:
@@ -282,8 +181,10 @@ def assets_check(use_case: str, config: str | None, overrides: str, tiny: bool) 
         sys.exit(1)
 
 
-register(main, attribute_options, _request)  # shapflow server / shapflow coalitions (scale-out)
-main.add_command(evaluate_group)  # shapflow evaluate lds / counterfactual
+main.add_command(models_group)
+main.add_command(evaluate_group)
+main.add_command(server_group)
+main.add_command(coalitions_group)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,44 +1,21 @@
-"""Scale-out commands of the ``shapflow`` CLI: executor options, ``server start``, ``coalitions emit/run``.
-
-``--executor/--ray-address/--num-gpus/--max-retries`` are exported as ``SHAPFLOW_*`` environment variables
-(read by ``shapflow.execution.local.ExecutorSpec.from_env``), so ``shapflow run``, the MLproject scripts and
-batch commands all pick the executor the same way without widening the attribution request.
-"""
+"""Scale-out commands of the ``shapflow`` CLI: ``server start`` (MLflow on PostgreSQL) and the batch commands
+``coalitions emit/prepare/run`` for clusters without Ray (the executor options themselves are request fields:
+``cli.options``)."""
 
 from __future__ import annotations
 
-import os
-import shlex
 import time
 from pathlib import Path
 
 import click
 
-__all__ = ["coalitions_group", "executor_options", "register", "server_group"]
+from shapflow.attribution import run_attribute
+from shapflow.cli.options import attribute_options, request_from
+from shapflow.execution.batch import batch_commands, slurm_array
+from shapflow.tracking import open_tracker
+from shapflow.tracking.server import start_mlflow_server, start_postgres
 
-
-def _export(name: str):
-    def callback(_ctx: click.Context, _param: click.Parameter, value: object) -> None:
-        if value is not None:
-            os.environ[name] = str(value)
-    return callback
-
-
-def executor_options() -> list:
-    """Click options selecting where coalitions run; their values go to the environment, not the command."""
-    return [
-        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     envvar="SHAPFLOW_EXECUTOR", expose_value=False, callback=_export("SHAPFLOW_EXECUTOR"),
-                     help="local processes (--workers) or one Ray task per coalition."),
-        click.option("--ray-address", default=None, envvar="SHAPFLOW_RAY_ADDRESS", expose_value=False,
-                     callback=_export("SHAPFLOW_RAY_ADDRESS"),
-                     help="Ray cluster address (ray://host:10001, auto, local) [default: a new local cluster]."),
-        click.option("--num-gpus", type=float, default=None, envvar="SHAPFLOW_RAY_NUM_GPUS", expose_value=False,
-                     callback=_export("SHAPFLOW_RAY_NUM_GPUS"), help="GPUs per Ray task, fractional (e.g. 0.25)."),
-        click.option("--max-retries", type=int, default=None, envvar="SHAPFLOW_RAY_MAX_RETRIES",
-                     expose_value=False, callback=_export("SHAPFLOW_RAY_MAX_RETRIES"),
-                     help="Retries of a Ray task whose worker died [default: 3]."),
-    ]
+__all__ = ["coalitions_group", "server_group"]
 
 
 @click.group("server")
@@ -63,8 +40,6 @@ def server_start(postgres_dir: Path | None, backend_store_uri: str | None, artif
     Example:  shapflow server start --postgres-dir ./pg --host 0.0.0.0 --experiment digits
     Then on every node:  MLFLOW_TRACKING_URI=http://<host>:5000 shapflow run --executor ray ...
     """
-    from shapflow.tracking import open_tracker
-    from shapflow.tracking.server import start_mlflow_server, start_postgres
 
     if (postgres_dir is None) == (backend_store_uri is None):
         raise click.UsageError("give exactly one of --postgres-dir and --backend-store-uri")
@@ -90,20 +65,8 @@ def coalitions_group() -> None:
     """Coalitions as batch jobs, for clusters without Ray: prepare once, then one job per coalition."""
 
 
-_REQUEST: list = []  # shapflow.cli._request, handed over by ``register``
-
-
-def register(main: click.Group, attribute_options, request) -> None:
-    """Attach ``server`` and ``coalitions`` to ``main``; the batch commands take ``attribute_options``."""
-    if not coalitions_group.commands:
-        _REQUEST.append(request)
-        for command in (coalitions_emit, coalitions_prepare, coalitions_run):
-            coalitions_group.add_command(attribute_options(command))
-    main.add_command(server_group)
-    main.add_command(coalitions_group)
-
-
-@click.command("emit")
+@coalitions_group.command("emit")
+@attribute_options
 @click.option("--format", "fmt", type=click.Choice(["slurm", "lines"]), default="lines", show_default=True)
 def coalitions_emit(fmt: str, **options) -> None:
     """Print one command per planned coalition (``lines``) or a Slurm job-array script (``slurm``).
@@ -112,35 +75,26 @@ def coalitions_emit(fmt: str, **options) -> None:
     Example:  shapflow coalitions emit --use-case digits --format slurm > sweep.sbatch && sbatch sweep.sbatch
     Run the printed ``prepare`` command once first (stages, endpoints, experiment: parallel first writes race).
     """
-    request = _REQUEST[0](**options)
-    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in options.items()
-             if v is not None and v is not False and v != ""]
-    base = "shapflow coalitions run " + " ".join(shlex.quote(f) for f in flags)
-    prepare = base.replace("coalitions run", "coalitions prepare", 1)
-    if fmt == "lines":
-        click.echo(f"# once first: {prepare}")
-        for index in range(request.budget):
-            click.echo(f"{base} --index {index}")
+    request = request_from(**options)
+    if fmt == "slurm":
+        click.echo(slurm_array(options, request.budget, request.cfg.name))
         return
-    click.echo("\n".join(["#!/bin/bash", f"#SBATCH --job-name=shapflow-{request.cfg.name}",
-                          f"#SBATCH --array=0-{request.budget - 1}", "#SBATCH --cpus-per-task=1",
-                          f"# once first: {prepare}", f"{base} --index $SLURM_ARRAY_TASK_ID"]))
+    prepare, commands = batch_commands(options, request.budget)
+    click.echo("\n".join([f"# once first: {prepare}", *commands]))
 
 
-@click.command("prepare")
+@coalitions_group.command("prepare")
+@attribute_options
 def coalitions_prepare(**options) -> None:
     """Get-or-run the experiment, stages and endpoint runs, evaluating no coalition (before fanning out)."""
-    from shapflow.attribution.run import run_attribute
-
-    result = run_attribute(_REQUEST[0](**options), progress=False, batch=slice(0, 0))
+    result = run_attribute(request_from(**options), progress=False, batch=slice(0, 0))
     click.echo(f"prepared study {result.study_id[:12]} (run {result.run_id})")
 
 
-@click.command("run")
+@coalitions_group.command("run")
 @click.option("--index", type=int, required=True, help="The coalition (row of the sampler's plan) to evaluate.")
+@attribute_options
 def coalitions_run(index: int, **options) -> None:
     """Evaluate coalition ``index`` unless it already has a FINISHED run (idempotent; safe to resubmit)."""
-    from shapflow.attribution.run import run_attribute
-
-    result = run_attribute(_REQUEST[0](**options), progress=False, batch=slice(index, index + 1))
+    result = run_attribute(request_from(**options), progress=False, batch=slice(index, index + 1))
     click.echo(f"coalition {index}: {result.evaluated_now} evaluated now (study {result.study_id[:12]})")

@@ -43,6 +43,7 @@ __all__ = [
     "apply_overrides",
     "available_use_cases",
     "from_dict",
+    "identity",
     "load_use_case",
     "stage_key",
     "to_dict",
@@ -225,15 +226,17 @@ class PropertyConfig:
 
 @dataclass(frozen=True)
 class UtilityConfig:
-    """How v(S) is computed: sFT of the pruned model, plain FT of the full model, or retraining."""
+    """How v(S) is computed: sFT of the pruned model, plain FT of the full model, or retraining.
+
+    v(empty) follows the model family (the untrained UNet, or the pretrained base without its adapter);
+    ``v1`` picks the grand coalition's model.
+    """
 
     method: str = "sft"  # sft | ft | retrain
-    v0: str = "untrained"  # untrained | pruned | base (sd_lora: the base model, LoRA off)
     v1: str = "full"  # full | pruned
 
     def __post_init__(self) -> None:
         _check(self.method in ("sft", "ft", "retrain"), "utility.method", self.method, "use sft, ft or retrain")
-        _check(self.v0 in ("untrained", "pruned", "base"), "utility.v0", self.v0, "use untrained, pruned or base")
         _check(self.v1 in ("full", "pruned"), "utility.v1", self.v1, "use full or pruned")
 
 
@@ -265,11 +268,6 @@ class UseCaseConfig:
     def __post_init__(self) -> None:
         _check(self.kernels in ("eager", "auto", "cpp", "triton"), "kernels", self.kernels,
                "use eager, auto, cpp or triton")
-        if self.model.family == "pixel":  # latent families: the autoencoder fixes the latent size (checked on load)
-            _check(self.data.image_size == self.model.sample_size, "model.sample_size", self.model.sample_size,
-                   f"must equal data.image_size ({self.data.image_size})")
-        _check((self.utility.v0 == "base") == (self.model.family == "sd_lora"), "utility.v0", self.utility.v0,
-               "use base exactly for model.family=sd_lora (v(empty) = the base model without LoRA)")
 
 
 # Each stage's output depends on its own section and on every section upstream of it.
@@ -293,6 +291,11 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, (tuple, list)):
         return [to_dict(v) for v in obj]
     return obj
+
+
+def identity(*parts: object) -> str:
+    """sha256 of the canonical JSON of ``parts``: the identity of a run's output (``shapflow.key`` tags), a job."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def stage_key(cfg: UseCaseConfig, stage: str) -> str:

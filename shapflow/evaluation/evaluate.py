@@ -9,7 +9,6 @@ plots, LDS vs coalitions, the game's profile by coalition size, and the ``--json
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -18,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shapflow.attribution.run import load_config, score_models
+from shapflow.attribution import load_config
+from shapflow.attribution.plan import bits
 from shapflow.config import ConfigError, UseCaseConfig
 from shapflow.evaluation import lds as L
 from shapflow.evaluation.baselines import ranked_degradation
 from shapflow.evaluation.game import first_contributor_share, plot_profile, size_profile
-from shapflow.evaluation.groundtruth import bits
 from shapflow.evaluation.methods import (
     RETRAIN_METHODS,
     STUDY_METHODS,
@@ -37,8 +36,8 @@ from shapflow.evaluation.methods import (
 from shapflow.evaluation.plans import COUNTERFACTUALS, counterfactual_jobs, counterfactual_masks, heldout_jobs
 from shapflow.evaluation.runs import Retrained, ensure_retrained
 from shapflow.evaluation.tables import results_frame, scatter_plots, write_json, write_tables
-from shapflow.tracking import STAGE_TAG, USE_CASE_TAG, TrackedStore, Tracker, open_tracker, utilities_table
-from shapflow.utility.study import Study, load_study
+from shapflow.tracking import STAGE_TAG, USE_CASE_TAG, TrackedStore, Tracker, open_tracker, parent_run, utilities_table
+from shapflow.utility import Study, family_of, load_study
 
 __all__ = ["EvalRequest", "Evaluation", "evaluate", "parse_eval_request"]
 
@@ -75,7 +74,7 @@ def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: 
                        experiment: str | None = None) -> EvalRequest:
     """Check every parameter before anything runs; ConfigError names the bad one and the fix."""
     cfg = load_config(use_case, overrides)
-    if cfg.model.family != "pixel":
+    if not family_of(cfg).stackable:
         raise ConfigError(f"use_case={use_case}: evaluation retrains pixel use cases only (model.family="
                           f"{cfg.model.family}); its retrainings would cost {cfg.name}'s full training each")
     if not 0.0 < alpha < 1.0:
@@ -163,26 +162,15 @@ def evaluate(req: EvalRequest, *, counterfactual: bool = False, uri: str | None 
     tracker = open_tracker(req.experiment, uri)
     kind = "counterfactual" if counterfactual else "lds"
     tags = {STAGE_TAG: "evaluate", USE_CASE_TAG: req.cfg.name}
-    adopted = os.environ.get("MLFLOW_RUN_ID")  # the run `mlflow run -e evaluate` created
-    if adopted:
-        tracker.log(adopted, tags=tags)
-    parent = adopted or tracker.start(f"evaluate · {req.cfg.name} · {kind}", tags)
-    try:
-        with tempfile.TemporaryDirectory(prefix="shapflow-evaluate-") as workdir:
-            result = _evaluate(tracker, req, parent, Path(workdir), counterfactual, out, json_path, progress)
-    except BaseException as err:
-        if not adopted:
-            tracker.end(parent, "KILLED" if isinstance(err, KeyboardInterrupt | SystemExit) else "FAILED")
-        raise
-    if not adopted:
-        tracker.end(parent)
-    return result
+    with parent_run(tracker, f"evaluate · {req.cfg.name} · {kind}", tags) as parent, \
+            tempfile.TemporaryDirectory(prefix="shapflow-evaluate-") as workdir:
+        return _evaluate(tracker, req, parent, Path(workdir), counterfactual, out, json_path, progress)
 
 
 def _evaluate(tracker: Tracker, req: EvalRequest, parent: str, workdir: Path, counterfactual: bool,
               out: Path | None, json_path: Path | None, progress: bool) -> Evaluation:
     cfg = req.cfg
-    store = TrackedStore(tracker, workdir, parent=parent, score=score_models)
+    store = TrackedStore(tracker, workdir, parent=parent)
     study = load_study(cfg, store=store, progress=progress)
     version, n = store.version, study.data.n_contributors
     tracker.log(parent, params={"use_case": cfg.name, "alpha": req.alpha, "count": req.count,

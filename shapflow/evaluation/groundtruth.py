@@ -22,15 +22,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shapflow.config import UseCaseConfig, from_dict, stage_key, to_dict
+from shapflow.attribution.plan import mask_of
+from shapflow.config import UseCaseConfig, from_dict, identity, stage_key, to_dict
 from shapflow.data import ContributorDataset
-from shapflow.execution.local import spawn_pool
+from shapflow.execution import spawn_pool
 from shapflow.generation.ddim import sample
 from shapflow.models import build_unet
 from shapflow.properties import Property
 from shapflow.shapley import SAMPLERS
+from shapflow.training import Member, sampling_state, train_many
+from shapflow.utility import family_of, load_scorer
 
-__all__ = ["ALPHAS", "RetrainJob", "RetrainOutcome", "bits", "heldout_masks", "job_key", "mask_of", "run_jobs"]
+__all__ = ["ALPHAS", "RetrainJob", "RetrainOutcome", "heldout_masks", "job_key", "run_jobs"]
 
 ALPHAS = (0.25, 0.5, 0.75)
 HELDOUT_SEED = 20_250_124  # held-out coalitions never coincide with a sampler's default stream (seed 0)
@@ -63,18 +66,6 @@ class RetrainOutcome:
                 "timings": self.timings, "device": self.device}
 
 
-def bits(mask: np.ndarray) -> str:
-    """A bool mask as "0101..." (the form runs log and job files carry)."""
-    return "".join("1" if m else "0" for m in np.asarray(mask, dtype=bool))
-
-
-def mask_of(text: str) -> np.ndarray:
-    """The bool mask of a "0101..." string."""
-    if not text or set(text) - {"0", "1"}:
-        raise ValueError(f"mask {text!r} is invalid: write one 0/1 per contributor")
-    return np.array([c == "1" for c in text], dtype=bool)
-
-
 def heldout_masks(n: int, alpha: float, count: int, seed: int = HELDOUT_SEED) -> np.ndarray:
     """``count`` distinct coalitions of round(alpha n) contributors, (count, n) bool, prefix-stable in count."""
     return SAMPLERS["alpha"](n, count, seed, alpha=alpha).masks
@@ -82,8 +73,6 @@ def heldout_masks(n: int, alpha: float, count: int, seed: int = HELDOUT_SEED) ->
 
 def job_key(cfg: UseCaseConfig, mask: str, seed: int, version: str) -> str:
     """The identity of a retraining: what trains it (data, model, recipe), samples and scores it, mask, seed."""
-    from shapflow.tracking import identity
-
     return identity("retrain", stage_key(cfg, "full"), stage_key(cfg, "sampling"), stage_key(cfg, "property"),
                     mask, int(seed), version)
 
@@ -91,8 +80,6 @@ def job_key(cfg: UseCaseConfig, mask: str, seed: int, version: str) -> str:
 def _retrain_stack(cfg: UseCaseConfig, data: ContributorDataset, jobs: list[RetrainJob], device: torch.device,
                    progress: bool) -> list:
     """Train the models of ``jobs`` from scratch, stacked in one loop; their sampling weights, in job order."""
-    from shapflow.training.loop import Member, sampling_state, train_many
-
     members = [Member(build_unet(cfg.model, seed=job.seed).to(device), data.subset(mask_of(job.mask)), job.seed)
                for job in jobs]
     results = train_many(members, cfg.train, cfg.diffusion, progress=progress, desc=f"retrain x{len(jobs)}")
@@ -116,7 +103,7 @@ def run_jobs(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, job
     threads (the digits full training runs 12.3-14.4 steps/s on two threads in one process, 2 x 10.3-10.6
     in two one-thread processes).
     """
-    if cfg.model.family != "pixel":
+    if not family_of(cfg).stackable:
         raise ValueError(f"ground-truth retraining supports model.family=pixel, not {cfg.model.family!r}: "
                          "retrain latent/LoRA coalitions with Study.evaluate(mask, method='retrain')")
     if cfg.kernels != "eager" and stack > 1:
@@ -169,8 +156,6 @@ _WORKER: dict = {}
 
 def _init_worker(cfg_data: dict, data: ContributorDataset) -> None:
     """Worker start-up: one torch thread; the config, the data and the scorer, loaded once."""
-    from shapflow.utility.study import load_scorer
-
     torch.set_num_threads(1)
     cfg = from_dict(UseCaseConfig, cfg_data)
     _WORKER.update(cfg=cfg, data=data, scorer=load_scorer(cfg, data))

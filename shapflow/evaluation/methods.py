@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from shapflow.attribution.run import Request, estimate_from_table, parse_request, plan, run_attribute
-from shapflow.config import stage_key
-from shapflow.evaluation.groundtruth import RetrainJob, bits
+from shapflow.attribution import Request, estimate_from_table, parse_request, plan, run_attribute
+from shapflow.attribution.plan import bits
+from shapflow.config import identity, stage_key
+from shapflow.evaluation.groundtruth import RetrainJob
 from shapflow.evaluation.plans import coalition_cost, equal_compute_budget, loo_jobs, retrain_shapley_jobs
 from shapflow.evaluation.runs import Retrained
 from shapflow.shapley import estimate, min_budget
-from shapflow.tracking import STAGE_TAG, STUDY_TAG, USE_CASE_TAG, Tracker, identity, utilities_table
-from shapflow.utility.study import Study
+from shapflow.tracking import STAGE_TAG, STUDY_TAG, USE_CASE_TAG, Tracker, utilities_table
+from shapflow.utility import Study
 
 __all__ = ["RETRAIN_METHODS", "STUDY_METHODS", "TRAK_METHODS", "MethodValues", "all_method_names", "baseline_methods",
            "retrain_jobs", "retrain_methods", "study_methods"]
@@ -194,7 +195,7 @@ def baseline_methods(tracker: Tracker, study: Study, full_run: str, version: str
 
     def rows(kind: str) -> dict[str, np.ndarray]:
         if kind not in cache:
-            generated = study.sample_full()
+            generated = study.images()
             if kind == "trak":
                 cache[kind] = trak_baselines(study.full.for_sampling(), study.cfg.diffusion, study.data, generated)
             else:

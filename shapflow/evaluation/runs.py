@@ -15,19 +15,25 @@ from pathlib import Path
 
 import numpy as np
 
+from shapflow.attribution.plan import mask_of
 from shapflow.attribution.report import image_grid
 from shapflow.config import UseCaseConfig, stage_key
 from shapflow.data import ContributorDataset
-from shapflow.evaluation.groundtruth import RetrainJob, RetrainOutcome, mask_of, run_jobs
+from shapflow.evaluation.groundtruth import RetrainJob, RetrainOutcome, run_jobs
 from shapflow.evaluation.worker import config_stamp, read_results, write_jobs
 from shapflow.properties import Property
-from shapflow.tracking import KEY_TAG, STAGE_TAG, USE_CASE_TAG, Tracker
+from shapflow.tracking import KEY_TAG, STAGE_TAG, USE_CASE_TAG, RunStopped, Tracker
 
-__all__ = ["RETRAIN_STAGE", "Retrained", "ensure_retrained", "finished_retrains", "ingest", "log_outcome"]
+__all__ = ["RETRAIN_STAGE", "JobsExported", "Retrained", "ensure_retrained", "finished_retrains", "ingest",
+           "log_outcome"]
 
 RETRAIN_STAGE = "retrain"
 PURPOSE_TAG = "shapflow.purpose"
 DEVICE_TAG = "shapflow.computed_on"
+
+
+class JobsExported(RunStopped):
+    """The missing retrainings were written to a job file instead of run; the message says how to go on."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorData
     """{job key: outcome} for every job: reused runs, ingested ``results`` lines, then computed ones.
 
     With ``export``, the jobs still missing are written to that job file instead of computed, and
-    ``SystemExit`` says how to run and ingest them.
+    ``JobsExported`` says how to run and ingest them.
     """
     unique = list({job.key: job for job in jobs}.values())
     for path in results:
@@ -117,7 +123,7 @@ def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorData
     missing = [job for job in unique if job.key not in found]
     if missing and export is not None:
         write_jobs(cfg, missing, export)
-        raise SystemExit(f"{len(missing)} retraining(s) still missing: written to {export}. Run them with\n"
+        raise JobsExported(f"{len(missing)} retraining(s) still missing: written to {export}. Run them with\n"
                          f"  python -m shapflow.evaluation.worker {export} --out results.jsonl --device cuda "
                          "--stack 64\nthen rerun this command with --ingest results.jsonl")
     for outcome in run_jobs(cfg, data, scorer, missing, device=device, stack=stack, workers=workers,

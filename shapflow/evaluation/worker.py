@@ -1,9 +1,9 @@
 """Run a retraining job file where no tracking server is reachable (a GPU box, a batch cluster node).
 
-    shapflow evaluate groundtruth --use-case digits --export-jobs jobs.json       # where MLflow is
+    shapflow evaluate lds --use-case digits --export-jobs jobs.json       # where MLflow is
     python -m shapflow.evaluation.worker jobs.json --out results.jsonl --device cuda --stack 64
     python -m shapflow.evaluation.worker jobs.json --out results.jsonl --workers 0   # CPU node: a process per core
-    shapflow evaluate groundtruth --use-case digits --ingest results.jsonl        # back where MLflow is
+    shapflow evaluate lds --use-case digits --ingest results.jsonl        # back where MLflow is
 
 The job file carries the whole use-case config and each job's identity key. The worker appends one JSON
 line per finished job (flushed at once, so a killed worker keeps what it finished and a rerun skips it)
@@ -20,7 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from shapflow.config import UseCaseConfig, from_dict, stage_key, to_dict
-from shapflow.evaluation.groundtruth import RetrainJob
+from shapflow.data import load_data
+from shapflow.evaluation.groundtruth import RetrainJob, run_jobs
+from shapflow.utility import load_scorer
 
 __all__ = ["FORMAT", "config_stamp", "main", "read_jobs", "read_results", "write_jobs"]
 
@@ -45,7 +47,7 @@ def read_jobs(path: Path) -> tuple[UseCaseConfig, list[RetrainJob]]:
     payload = json.loads(Path(path).read_text())
     if payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a shapflow retraining job file (format {payload.get('format')!r}); "
-                         "write one with `shapflow evaluate groundtruth --export-jobs`")
+                         "write one with `shapflow evaluate lds --export-jobs`")
     cfg = from_dict(UseCaseConfig, payload["use_case"])
     if config_stamp(cfg) != payload["stamp"]:
         raise ValueError(f"{path}: its config no longer matches its stamp (edited?): export the jobs again")
@@ -66,7 +68,7 @@ def read_results(path: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shapflow.evaluation.worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("jobs", type=Path, help="job file written by `shapflow evaluate groundtruth --export-jobs`")
+    parser.add_argument("jobs", type=Path, help="job file written by `shapflow evaluate lds --export-jobs`")
     parser.add_argument("--out", type=Path, required=True, help="results file (JSON lines; appended)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 [cpu]")
     parser.add_argument("--stack", type=int, default=1, help="models trained together (vmapped) [1]")
@@ -74,10 +76,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="one-thread processes sharing the jobs, on CPU (0: one per core) [1]")
     parser.add_argument("--limit", type=int, default=0, help="stop after this many jobs (0: all) [0]")
     args = parser.parse_args(argv)
-
-    from shapflow.data import load_data
-    from shapflow.evaluation.groundtruth import run_jobs
-    from shapflow.utility.study import load_scorer
 
     cfg, jobs = read_jobs(args.jobs)
     done = {record["job"]["key"] for record in read_results(args.out)} if args.out.exists() else set()

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from shapflow.kernels.ops import register_fake_kernels, register_python_autograd
+from shapflow.kernels.registration import register_fake_kernels, register_python_autograd
 
 __all__ = ["group_norm_silu_op"]
 

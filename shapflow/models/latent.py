@@ -5,9 +5,8 @@ folder); Stable Diffusion uses its ``AutoencoderKL`` (``vae/``). Training runs o
 dataset's images are encoded once and the latents stored as safetensors under the cache folder,
 keyed by a sha256 of the images AND of the autoencoder (config + weights), so a different data
 set or autoencoder can never reuse stale latents. The UNet then trains with the ONE training
-loop on a ``ContributorDataset`` whose "images" are latents. Sampling runs DDIM in latent space
-(no clipping: latents are not in [-1, 1]) from the same common random numbers as pixel sampling,
-then decodes to images in [-1, 1].
+loop on a ``ContributorDataset`` whose "images" are latents (sampling and decoding:
+``shapflow.generation.latent``).
 """
 
 from __future__ import annotations
@@ -17,16 +16,14 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, VQModel
+from diffusers import AutoencoderKL, VQModel
 from safetensors.torch import load_file, save_file
 
 from shapflow.cache import cache_dir
-from shapflow.config import DiffusionConfig, SampleConfig
 from shapflow.data.base import ContributorDataset
-from shapflow.generation.ddim import initial_noise
 
 __all__ = ["Autoencoder", "cached_latent_dataset", "content_key", "decode_latents", "encode_latents",
-           "load_autoencoder", "sample_latent_images"]
+           "load_autoencoder"]
 
 Autoencoder = VQModel | AutoencoderKL
 _CLASSES = {"VQModel": VQModel, "AutoencoderKL": AutoencoderKL}
@@ -105,32 +102,3 @@ def cached_latent_dataset(data: ContributorDataset, autoencoder: Autoencoder, *,
         save_file({"latents": latents.contiguous()}, partial)
         partial.replace(path)  # atomic: a crash never leaves a truncated cache entry
     return ContributorDataset(latents, data.contributor, data.names, data.info)
-
-
-@torch.no_grad()
-def sample_latent_images(denoiser: torch.nn.Module, autoencoder: Autoencoder, latent_shape: tuple[int, int, int],
-                         cfg: SampleConfig, diffusion: DiffusionConfig, *, beta_schedule: str = "linear",
-                         num_images: int | None = None) -> torch.Tensor:
-    """DDIM in latent space with common random numbers, then decode: images (N, 3, H, W) in [-1, 1].
-
-    ``denoiser(x_t, t).sample`` predicts the noise (a UNet2DModel, or the caption-conditioned SD adapter);
-    ``beta_schedule`` must match training (``scaled_linear`` for Stable Diffusion).
-    """
-    scheduler = DDIMScheduler(num_train_timesteps=diffusion.num_train_timesteps, beta_start=diffusion.beta_start,
-                              beta_end=diffusion.beta_end, beta_schedule=beta_schedule, prediction_type="epsilon",
-                              clip_sample=False, set_alpha_to_one=False)
-    scheduler.set_timesteps(cfg.num_inference_steps)
-    device = next(denoiser.parameters()).device
-    noise = initial_noise(cfg, latent_shape, num_images)
-    step_generator = torch.Generator().manual_seed(cfg.seed + 1)  # only used when eta > 0
-    was_training = denoiser.training
-    denoiser.eval()
-    latents = []
-    for x in noise.split(cfg.batch_size):
-        x = x.to(device)
-        for t in scheduler.timesteps:
-            eps = denoiser(x, t).sample
-            x = scheduler.step(eps, t, x, eta=cfg.eta, generator=step_generator).prev_sample
-        latents.append(x.cpu())
-    denoiser.train(was_training)
-    return decode_latents(autoencoder, torch.cat(latents))

@@ -13,6 +13,7 @@ safetensors + PEFT's ``adapter_config.json`` (ranks included), never pickled.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,9 @@ from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dic
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
-__all__ = ["LORA_TARGETS", "CaptionConditionedDenoiser", "SDComponents", "add_lora", "encode_caption",
-           "load_lora", "load_sd_components", "lora_disabled", "lora_parameters", "lora_state", "save_lora",
-           "set_lora_state"]
+__all__ = ["ADAPTER_WEIGHTS", "LORA_TARGETS", "CaptionConditionedDenoiser", "SDComponents", "add_lora",
+           "encode_caption", "fresh_lora_state", "load_lora", "load_sd_components", "lora_disabled", "lora_parameters",
+           "lora_state", "save_lora", "set_lora_state"]
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 SD_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
@@ -122,13 +123,28 @@ def lora_disabled(unet: UNet2DConditionModel) -> Iterator[UNet2DConditionModel]:
         unet.enable_adapters()
 
 
-def save_lora(unet: UNet2DConditionModel, folder: str | Path) -> Path:
-    """Write ``adapter_model.safetensors`` and PEFT's ``adapter_config.json`` (ranks, alpha, targets)."""
+def save_lora(unet: UNet2DConditionModel, folder: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``adapter_model.safetensors`` and PEFT's ``adapter_config.json`` (ranks, alpha, targets) of
+    ``unet``'s adapter; the weights are ``state`` (keys as ``lora_state`` gives them), default the installed ones."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     unet.peft_config["default"].save_pretrained(str(folder))
-    save_file({k: v.contiguous().cpu() for k, v in lora_state(unet).items()}, folder / ADAPTER_WEIGHTS)
+    state = lora_state(unet) if state is None else state
+    save_file({k: v.contiguous().cpu() for k, v in state.items()}, folder / ADAPTER_WEIGHTS)
     return folder
+
+
+def fresh_lora_state(unet: UNet2DConditionModel, seed: int) -> dict[str, torch.Tensor]:
+    """New LoRA weights for ``unet``'s adapter, as PEFT initialises them (A Kaiming-uniform, B zero, so the
+    adapted UNet equals the base model), drawn from ``seed`` alone: a retraining's starting point."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in sorted(lora_state(unet).items()):
+        fresh = torch.zeros_like(value)
+        if ".lora_A." in key:
+            torch.nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=generator)
+        state[key] = fresh
+    return state
 
 
 def load_lora(unet: UNet2DConditionModel, folder: str | Path) -> LoraConfig:

@@ -1,41 +1,24 @@
-"""The only MLflow code: the store, get-or-run runs, utilities, the registry and the tracking server."""
+"""The only MLflow code: the client and its retried writes (``store``), an entry point's runs and reading them
+back (``runs``), stage runs (``stages``), the model registry (``registry``), the tracking server (``server``)."""
 
+from shapflow.tracking.registry import RegisteredModel, load_registered, register_stage, resolve_model
+from shapflow.tracking.runs import FinishedLookup, RunStopped, latest_experiment, parent_run, studies, utilities_table
+from shapflow.tracking.stages import TrackedStore
 from shapflow.tracking.store import (
     KEY_TAG,
     PARENT_TAG,
+    SMOKE_TAG,
     STAGE_TAG,
     STUDY_TAG,
     USE_CASE_TAG,
     Finisher,
-    TrackedStore,
     Tracker,
     code_version,
     default_tracking_uri,
-    identity,
-    latest_experiment,
     open_tracker,
-    register_stage,
-    resolve_model,
-    studies,
-    utilities_table,
 )
 
-__all__ = [
-    "KEY_TAG",
-    "PARENT_TAG",
-    "STAGE_TAG",
-    "STUDY_TAG",
-    "USE_CASE_TAG",
-    "Finisher",
-    "TrackedStore",
-    "Tracker",
-    "code_version",
-    "default_tracking_uri",
-    "identity",
-    "latest_experiment",
-    "open_tracker",
-    "register_stage",
-    "resolve_model",
-    "studies",
-    "utilities_table",
-]
+__all__ = ["KEY_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "FinishedLookup", "Finisher",
+           "RegisteredModel", "RunStopped", "TrackedStore", "Tracker", "code_version", "default_tracking_uri",
+           "latest_experiment", "load_registered", "open_tracker", "parent_run", "register_stage", "resolve_model",
+           "studies", "utilities_table"]

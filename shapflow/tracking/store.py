@@ -1,59 +1,36 @@
-"""The only module that talks to MLflow: the store, get-or-run stage runs, coalition runs, utilities, registry.
+"""The MLflow client shapflow uses everywhere: one store, one experiment, retried writes, runs ended off the
+critical path.
 
 Identity, never stringified params: every run shapflow reuses carries the tag ``shapflow.key``, a sha256 of
-what defines its output (stage key, upstream run id, code version for stages; study and mask for
-coalitions), and is found with ``search_runs`` on that tag and ``status = 'FINISHED'``. A RUNNING, FAILED
-or KILLED run never counts, so a killed job redoes exactly what it had not finished. All writes go
-through ``Tracker.call``, which retries SQLite's transient "database is locked".
+what defines its output (``config.identity``), and is found with ``search_runs`` on that tag and
+``status = 'FINISHED'``. A RUNNING, FAILED or KILLED run never counts, so a killed job redoes exactly what it
+had not finished. All writes go through ``Tracker.call``, which retries SQLite's transient "database is locked".
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from shapflow.config import TrainConfig, UseCaseConfig, stage_key, to_dict
-from shapflow.models import save_unet
-from shapflow.utility.study import Models, load_models
-
-__all__ = [
-    "KEY_TAG",
-    "PARENT_TAG",
-    "STAGE_TAG",
-    "STUDY_TAG",
-    "USE_CASE_TAG",
-    "Finisher",
-    "TrackedStore",
-    "Tracker",
-    "code_version",
-    "default_tracking_uri",
-    "identity",
-    "latest_experiment",
-    "open_tracker",
-    "register_stage",
-    "resolve_model",
-    "studies",
-    "utilities_table",
-]
+__all__ = ["KEY_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Finisher", "Tracker",
+           "code_version", "default_tracking_uri", "open_tracker"]
 
 STAGE_TAG = "shapflow.stage"
 KEY_TAG = "shapflow.key"
 STUDY_TAG = "shapflow.study"
 USE_CASE_TAG = "shapflow.use_case"
+SMOKE_TAG = "shapflow.smoke"  # "true" on the runs of a SMOKE configuration (tiny random stand-ins)
 PARENT_TAG = "mlflow.parentRunId"
 RETRIES = 30
 
@@ -89,11 +66,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return release
     return f"{release}+g{commit}" if commit else release
-
-
-def identity(*parts: object) -> str:
-    """sha256 of the canonical JSON of ``parts``: the value of ``shapflow.key``/``shapflow.study`` tags."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass
@@ -250,127 +222,3 @@ def open_tracker(experiment: str | None = None, uri: str | None = None) -> Track
         return Tracker(client, uri, client.create_experiment(name, artifact_location=location))
     except MlflowException:  # another process created it first
         return Tracker(client, uri, client.get_experiment_by_name(name).experiment_id)
-
-
-class TrackedStore:
-    """A ``shapflow.utility.study.Store`` whose stage models are MLflow run artifacts (the ``save_unet`` folder).
-
-    A stage is reused when a FINISHED run tagged with identity(stage key, upstream stage run id, code version)
-    exists; otherwise it is built inside a new run nested under ``parent``, logged, then FINISHED. ``runs``
-    and ``folders`` record each stage's run id and local model folder, for registration and worker processes.
-    """
-
-    def __init__(self, tracker: Tracker, workdir: Path, *, parent: str | None = None,
-                 score: Callable[[UseCaseConfig, Models], dict[str, float]] | None = None) -> None:
-        self.tracker, self.workdir, self.parent, self.score = tracker, workdir, parent, score
-        self.runs: dict[str, str] = {}
-        self.folders: dict[str, Path] = {}
-        self.reused: dict[str, bool] = {}
-        self.version = code_version()
-
-    def __call__(self, cfg: UseCaseConfig, stage: str, recipe: TrainConfig | None,
-                 build: Callable[[], tuple[Models, dict]]) -> tuple[Models, dict]:
-        upstream = self.runs.get({"prune": "full", "finetune": "prune"}.get(stage, ""), "")
-        key = identity("stage", stage, stage_key(cfg, stage), upstream, self.version)
-        folder = self.workdir / stage
-        built: list[tuple[Models, dict]] = []
-
-        def work(run_id: str) -> None:
-            models, extra = build()
-            save_unet(models.model, folder, ema=models.ema, extra={**extra, "use_case": to_dict(cfg)})
-            metrics = self.score(cfg, models) if self.score else {}
-            self.tracker.log(run_id, params={"use_case": cfg.name, "config_hash": stage_key(cfg, stage),
-                                             "upstream_run": upstream or "-", "code_version": self.version},
-                             metrics=metrics)
-            self.tracker.call("log_artifacts", run_id, str(folder), "model")
-            built.append((models, extra))
-
-        run_id, reused = self.tracker.get_or_run(f"{stage} · {cfg.name}", stage, key, work, parent=self.parent,
-                                                 tags={USE_CASE_TAG: cfg.name})
-        self.runs[stage], self.reused[stage] = run_id, reused
-        if reused:
-            folder = self.tracker.download(run_id, "model", self.workdir / f"{stage}-download")
-        self.folders[stage] = folder
-        if built:
-            models, extra = built[0]
-            return models, extra
-        models, extra = load_models(folder, recipe)
-        extra.pop("use_case", None)
-        return models, extra
-
-
-def _model_version(tracker: Tracker, name: str, run_id: str, source: str) -> str:
-    """The version of registered model ``name`` made from ``run_id``, registering it once."""
-    try:
-        tracker.call("create_registered_model", name)
-    except MlflowException as err:
-        if "already exists" not in str(err).lower():
-            raise
-    found = tracker.call("search_model_versions", f"name = '{name}' AND run_id = '{run_id}'")
-    if found:
-        return str(found[0].version)
-    return str(tracker.call("create_model_version", name, source=source, run_id=run_id).version)
-
-
-def register_stage(tracker: Tracker, name: str, run_id: str, alias: str | None = None) -> str:
-    """Register a stage run's ``model`` folder as a version of ``name`` (once) and set ``alias``; returns version."""
-    source = f"{tracker.call('get_run', run_id).info.artifact_uri.rstrip('/')}/model"
-    version = _model_version(tracker, name, run_id, source)
-    if alias:
-        tracker.call("set_registered_model_alias", name, alias, version)
-    return version
-
-
-def resolve_model(tracker: Tracker, ref: str) -> tuple[str, str, str]:
-    """``name@alias`` / ``name@latest`` / ``name/<version>`` -> (name, version, run id).
-
-    ``latest`` is MLflow's reserved word for the highest version, never an alias one can set.
-    """
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        if alias.lower() == "latest":
-            versions = tracker.call("search_model_versions", f"name = '{name}'")
-            if not versions:
-                raise MlflowException(f"registered model {name!r} has no versions: run the attribute entry point")
-            chosen = max(versions, key=lambda v: int(v.version))
-        else:
-            chosen = tracker.call("get_model_version_by_alias", name, alias)
-    elif "/" in ref:
-        name, number = ref.split("/", 1)
-        chosen = tracker.call("get_model_version", name, number)
-    else:
-        raise MlflowException(f"model reference {ref!r} is invalid: write NAME@ALIAS, NAME@latest or NAME/VERSION")
-    return name, str(chosen.version), chosen.run_id
-
-
-def utilities_table(tracker: Tracker, study: str) -> pd.DataFrame:
-    """Every FINISHED coalition/endpoint run of a study as rows (coalition_id, mask, size, utility, ...).
-
-    Sorted by coalition id (sampler order); endpoints (``v0``, ``v1``) are the rows of size 0 and n.
-    """
-    runs = tracker.search(f"tags.`{STUDY_TAG}` = '{study}' AND attributes.status = 'FINISHED'")
-    rows = [{"coalition_id": r.data.params.get("coalition_id", ""), "mask": r.data.params.get("mask", ""),
-             "size": int(r.data.params.get("size", 0)), "contributors": r.data.params.get("contributors", ""),
-             **r.data.metrics, "run_id": r.info.run_id, "stage": r.data.tags.get(STAGE_TAG, "")}
-            for r in runs if r.data.tags.get(STAGE_TAG) in ("coalition", "endpoint")]
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    return frame.sort_values("coalition_id", kind="stable").drop_duplicates("coalition_id").reset_index(drop=True)
-
-
-def studies(tracker: Tracker) -> Iterator[tuple[str, Run]]:
-    """(study id, attribute run) of the experiment's attribute runs, newest first."""
-    for run in tracker.search(f"tags.`{STAGE_TAG}` = 'attribute'"):
-        if STUDY_TAG in run.data.tags:
-            yield run.data.tags[STUDY_TAG], run
-
-
-
-def latest_experiment(uri: str | None = None) -> str | None:
-    """Name of the experiment holding the store's newest attribute run (None when there is none)."""
-    client = MlflowClient(tracking_uri=uri or default_tracking_uri())
-    ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, f"tags.`{STAGE_TAG}` = 'attribute'", max_results=1,
-                              order_by=["attributes.start_time DESC"]) if ids else []
-    return client.get_experiment(runs[0].info.experiment_id).name if runs else None

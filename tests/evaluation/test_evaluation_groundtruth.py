@@ -9,20 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from shapflow.attribution.run import TINY_OVERRIDES, load_config
+from shapflow.attribution import load_config
+from shapflow.attribution.plan import bits, mask_of
 from shapflow.data import load_data
-from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, job_key, mask_of, run_jobs
+from shapflow.evaluation.groundtruth import RetrainJob, heldout_masks, job_key, run_jobs
 from shapflow.evaluation.plans import counterfactual_jobs, counterfactual_masks, equal_compute_budget, top_k
 from shapflow.evaluation.worker import main as worker_main
 from shapflow.evaluation.worker import read_jobs, read_results, write_jobs
 from shapflow.models import build_unet
+from shapflow.testing.fast import FAST_SETTINGS
 from shapflow.training.loop import Member, train, train_many
 from shapflow.utility.study import load_scorer
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = load_config("digits", TINY_OVERRIDES)
+    cfg = load_config("digits", FAST_SETTINGS)
     return cfg, load_data(cfg.data, cfg.assets)
 
 

@@ -9,21 +9,23 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from shapflow.attribution.run import TINY_OVERRIDES, load_config
+from shapflow.attribution import load_config
+from shapflow.attribution.plan import bits
 from shapflow.cli.main import main
 from shapflow.data import load_data
 from shapflow.evaluation import groundtruth
-from shapflow.evaluation.groundtruth import RetrainJob, bits, heldout_masks, job_key
+from shapflow.evaluation.groundtruth import RetrainJob, heldout_masks, job_key
 from shapflow.evaluation.runs import RETRAIN_STAGE, ensure_retrained, finished_retrains
 from shapflow.evaluation.worker import main as worker_main
 from shapflow.evaluation.worker import write_jobs
+from shapflow.testing.fast import FAST_SETTINGS
 from shapflow.tracking import KEY_TAG, STAGE_TAG, open_tracker
 from shapflow.utility.study import load_scorer
 
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = load_config("digits-classes", TINY_OVERRIDES)
+    cfg = load_config("digits-classes", FAST_SETTINGS)
     cfg = replace(cfg, train=replace(cfg.train, steps=4), sampling=replace(cfg.sampling, num_images=8))
     data = load_data(cfg.data, cfg.assets)
     masks = heldout_masks(data.n_contributors, 0.5, 3)
@@ -88,7 +90,7 @@ def test_evaluate_chain_reuses_ground_truth_across_methods(tmp_path, monkeypatch
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    common = ["--use-case", "digits-classes", "--overrides", " ".join(TINY_OVERRIDES), "--count", "4", "--seeds", "2",
+    common = ["--use-case", "digits-classes", "--overrides", " ".join(FAST_SETTINGS), "--count", "4", "--seeds", "2",
               "--budget", "12", "--workers", "1", "--stack", "4"]
     first = CliRunner().invoke(main, ["evaluate", "lds", *common, "--methods", "sft-shapley,pixel-sim-mean",
                                       "--out", str(tmp_path / "a"), "--json", str(tmp_path / "a.json")])

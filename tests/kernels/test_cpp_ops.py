@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from shapflow.kernels import backend_info, group_norm_silu, group_norm_silu_reference
-from shapflow.kernels.ops import _ensure_cpp_registered, fold_affine
+from shapflow.kernels.ops import _ensure_cpp_registered
+from shapflow.kernels.registration import fold_affine
 
 # The grad_fn of the op's output: the C++ torch::autograd::Function of csrc/group_norm_silu_autograd.cpp.
 CPP_NODE = "torch::autograd::CppNode<shapflow::(anonymous namespace)::GroupNormSiluFunction>"

@@ -9,12 +9,13 @@ import uuid
 
 import psutil
 
-from shapflow.attribution.run import TINY_OVERRIDES, parse_request, run_stages
+from shapflow.attribution import parse_request, run_stages
+from shapflow.testing.fast import FAST_SETTINGS
 from shapflow.tracking import STAGE_TAG, open_tracker, utilities_table
 
 USE_CASE, BUDGET = "digits-classes", 10
 RUN = uuid.uuid4().hex[:8]  # fresh experiments on a long-lived server
-OVERRIDES = " ".join([*TINY_OVERRIDES, "sft.steps=10"])
+OVERRIDES = " ".join([*FAST_SETTINGS, "sft.steps=10"])
 
 
 def _command(experiment, *extra, overrides=OVERRIDES):
@@ -74,7 +75,7 @@ def test_two_drivers_at_once_duplicates_are_ignored(scaleout_env, tmp_path):
     identity and the same utility (same seeds), and ``utilities_table`` keeps one row per coalition id,
     so every estimator ignores it. The test asserts exactly that, whether or not a duplicate happened."""
     experiment = f"two-drivers-{RUN}"
-    overrides = " ".join(TINY_OVERRIDES)
+    overrides = " ".join(FAST_SETTINGS)
     request = parse_request(USE_CASE, overrides=overrides, budget=BUDGET, workers=1, experiment=experiment)
     run_stages(request, "finetune", uri=scaleout_env, progress=False)  # stages once, before fanning out
     command = _command(experiment, "--workers", "1", overrides=overrides)

@@ -8,12 +8,13 @@ import numpy as np
 import psutil
 import pytest
 
-from shapflow.attribution.run import TINY_OVERRIDES, parse_request, run_attribute
+from shapflow.attribution import parse_request, run_attribute
+from shapflow.testing.fast import FAST_SETTINGS
 from shapflow.tracking import STAGE_TAG, open_tracker, utilities_table
 
 USE_CASE, BUDGET = "digits-classes", 10
 RUN = uuid.uuid4().hex[:8]  # fresh experiments on a long-lived server
-OVERRIDES = " ".join([*TINY_OVERRIDES, "sft.steps=10"])  # ~1 s a coalition: a kill lands mid-sweep
+OVERRIDES = " ".join([*FAST_SETTINGS, "sft.steps=10"])  # ~1 s a coalition: a kill lands mid-sweep
 
 
 def _sweep(uri, experiment, monkeypatch, executor, workers, overrides=OVERRIDES):
@@ -31,7 +32,7 @@ def _finished_per_id(uri, experiment):
 
 def test_ray_two_workers_match_local_executor(scaleout_env, ray_cluster, monkeypatch):
     """Same seeds, same utilities: 2 Ray workers vs 2 local one-thread processes, both on the server."""
-    tiny = " ".join(TINY_OVERRIDES)
+    tiny = " ".join(FAST_SETTINGS)
     _, local = _sweep(scaleout_env, f"match-local-{RUN}", monkeypatch, "local", 2, tiny)
     _, remote = _sweep(scaleout_env, f"match-ray-{RUN}", monkeypatch, "ray", 2, tiny)
     assert len(local) == len(remote) == BUDGET + 2

@@ -2,13 +2,14 @@
 
 import pytest
 
-from shapflow.attribution.run import TINY_OVERRIDES, parse_request, run_attribute
+from shapflow.attribution import parse_request, run_attribute
 from shapflow.config import ConfigError
+from shapflow.testing.fast import FAST_SETTINGS
 from shapflow.tracking import open_tracker
 
 
 def _run(tmp_path, threshold: float, name: str):
-    request = parse_request("digits-classes", overrides=TINY_OVERRIDES, budget=30, workers=1, until_converged=True,
+    request = parse_request("digits-classes", overrides=FAST_SETTINGS, budget=30, workers=1, until_converged=True,
                             threshold=threshold, experiment=name)
     return run_attribute(request, uri=f"sqlite:///{tmp_path}/mlruns.db", progress=False)
 
@@ -27,4 +28,4 @@ def test_adaptive_driver_stops_at_convergence_and_runs_the_budget_otherwise(tmp_
 
 def test_threshold_must_be_positive():
     with pytest.raises(ConfigError, match="threshold"):
-        parse_request("digits-classes", overrides=TINY_OVERRIDES, budget=30, threshold=0.0)
+        parse_request("digits-classes", overrides=FAST_SETTINGS, budget=30, threshold=0.0)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from shapflow.attribution.run import plan, run_attribute
+from shapflow.attribution import plan, run_attribute
 from shapflow.tracking import KEY_TAG, STAGE_TAG, STUDY_TAG, open_tracker, utilities_table
 
 
@@ -36,15 +36,15 @@ def test_rerun_reuses_stages_and_coalitions(tiny_store):
 
 
 def test_registered_pruned_model_reproduces_logged_property(tiny_store):
-    from shapflow.attribution.run import score_models
     from shapflow.tracking.registry import load_registered
+    from shapflow.utility import load_scorer, stage_properties
 
     uri, _, request = tiny_store
     loaded = load_registered("digits-classes-pruned@candidate", uri=uri)
     latest = load_registered("digits-classes-pruned@latest", uri=uri)
     assert latest.version == loaded.version and loaded.cfg == request.cfg
     logged = open_tracker(request.experiment, uri=uri).call("get_run", loaded.run_id).data.metrics
-    scored = score_models(loaded.cfg, loaded.models)
+    scored = stage_properties(load_scorer(loaded.cfg), loaded.family, loaded.ctx, loaded.models)
     assert np.isclose(scored["neg_log_fd"], logged["neg_log_fd"], rtol=1e-4, atol=1e-5)
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from shapflow.attribution.run import TINY_OVERRIDES
+from shapflow.testing.fast import FAST_SETTINGS
 from shapflow.tracking import STAGE_TAG, open_tracker
 
 BUDGET = 10
@@ -22,7 +22,7 @@ def test_kill_and_rerun_yields_one_finished_run_per_coalition(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SHAPFLOW_CACHE_DIR": str(tmp_path / "cache"),
            "SHAPFLOW_CODE_VERSION": "resume-test"}  # a commit landing mid-test must not start a new study
     env.pop("MLFLOW_RUN_ID", None)
-    overrides = " ".join([*TINY_OVERRIDES, "sft.steps=25"])  # slower coalitions: the kill lands mid-loop
+    overrides = " ".join([*FAST_SETTINGS, "sft.steps=25"])  # slower coalitions: the kill lands mid-loop
     command = [sys.executable, "-m", "shapflow.cli", "run", "--use-case", "digits-classes", "--budget", str(BUDGET),
                "--workers", "2", "--overrides", overrides]
     _coalition_runs(uri)  # create (migrate) the store first: two processes must not both initialise it

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shapflow.attribution.run import SMOKE_TAG, parse_request, run_attribute
+from shapflow.attribution import parse_request, run_attribute
 from shapflow.config import load_use_case, stage_key
-from shapflow.tracking import open_tracker, utilities_table
+from shapflow.tracking import SMOKE_TAG, open_tracker, utilities_table
 
 REPO = Path(__file__).resolve().parents[2]
 

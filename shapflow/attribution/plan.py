@@ -1,0 +1,56 @@
+"""Which coalitions a study evaluates (the method's sampler, prefix-stable) and how its logged rows are read back
+into an estimator: the design's own rows, in plan order, with the endpoints as v0 and v1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from shapflow.attribution.request import Request
+from shapflow.shapley import SAMPLERS, Coalitions, ShapleyResult, default_sampler, estimate
+
+__all__ = ["bits", "design_rows", "estimate_from_table", "mask_of", "masks_of", "plan"]
+
+
+def plan(request: Request) -> Coalitions:
+    """The coalitions to evaluate: the method's sampler, prefix-stable, so a rerun regenerates the same ids."""
+    return SAMPLERS[default_sampler(request.method)](request.n_contributors, request.budget, request.seed)
+
+
+def masks_of(table: pd.DataFrame) -> np.ndarray:
+    """The bool masks (m, n) of a utilities table's ``mask`` column of "0101..." strings."""
+    return np.array([[c == "1" for c in text] for text in table["mask"]], dtype=bool)
+
+
+def bits(mask: np.ndarray) -> str:
+    """A bool mask as "0101..." (the form coalition and retraining runs log, and job files carry)."""
+    return "".join("1" if m else "0" for m in np.asarray(mask, dtype=bool))
+
+
+def mask_of(text: str) -> np.ndarray:
+    """The bool mask of a "0101..." string."""
+    if not text or set(text) - {"0", "1"}:
+        raise ValueError(f"mask {text!r} is invalid: write one 0/1 per contributor")
+    return np.array([c == "1" for c in text], dtype=bool)
+
+
+def design_rows(table: pd.DataFrame, planned: np.ndarray | None) -> pd.DataFrame:
+    """The coalition rows of ``planned`` masks (in plan order, repeats kept; not-yet-run masks left out).
+
+    A study's table holds every coalition any design evaluated for it (runs are shared by mask), so an
+    estimator must read only its own design's rows. ``planned=None``: every coalition row.
+    """
+    rows = table[table["stage"] == "coalition"]
+    if planned is None:
+        return rows
+    by_mask = rows.drop_duplicates("mask").set_index("mask", drop=False)
+    wanted = [bits(mask) for mask in planned]
+    return by_mask.loc[[m for m in wanted if m in by_mask.index]].reset_index(drop=True)
+
+
+def estimate_from_table(table: pd.DataFrame, method: str, planned: np.ndarray | None = None) -> ShapleyResult:
+    """Values from a utilities table: endpoint rows give v0 and v1, the design's coalition rows the rest."""
+    ends = table[table["stage"] == "endpoint"].set_index("coalition_id")["utility"]
+    rows = design_rows(table, planned)
+    return estimate(masks_of(rows), rows["utility"].to_numpy(float), method, v0=float(ends["v0"]),
+                    v1=float(ends["v1"]))

@@ -1,0 +1,98 @@
+"""An attribution request: every parameter of an attribute run, validated before anything runs.
+
+``parse_request`` is the one boundary every entry point (``shapflow run``, ``mlflow run -e attribute``, the
+batch commands) goes through: bad input raises ``ConfigError`` (or ``MissingAssetsError``) naming the field,
+the value and the fix, and no run exists yet.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+
+from shapflow.cache import cache_dir
+from shapflow.config import ConfigError, UseCaseConfig, load_use_case
+from shapflow.data import load_data
+from shapflow.data.assets import require_use_case
+from shapflow.execution import ExecutorSpec
+from shapflow.shapley import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS, min_budget
+from shapflow.testing.smoke import smoke_config
+from shapflow.utility import family_of
+
+__all__ = ["Request", "load_config", "parse_request", "split_overrides"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated attribution request: config, coalition budget, estimator, sampler seed, workers, alias,
+    experiment, the number of contributors, the adaptive-budget rule and where coalitions run."""
+
+    cfg: UseCaseConfig
+    budget: int
+    method: str
+    seed: int
+    workers: int
+    alias: str | None
+    experiment: str
+    n_contributors: int
+    until_converged: bool = False
+    threshold: float = DEFAULT_THRESHOLD
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+
+
+def split_overrides(text: str | tuple[str, ...] | list[str]) -> list[str]:
+    """``"sft.steps=50 sampling.num_images=128"`` (spaces or commas between items) -> a list of overrides.
+
+    A comma inside a value (``model.block_out_channels=[8,16]``) stays: items split only before ``key=``.
+    """
+    if not isinstance(text, str):
+        return [item for part in text for item in split_overrides(part)]
+    return [item for item in re.split(r"[\s,]+(?=[A-Za-z_][\w.]*=)", text.strip()) if item.strip(" ,")]
+
+
+def load_config(name_or_path: str, overrides: str | tuple[str, ...] = "", tiny: bool = False) -> UseCaseConfig:
+    """A use case with its overrides; with ``tiny`` (or ``tiny=true`` in it), its SMOKE configuration."""
+    cfg = load_use_case(name_or_path, split_overrides(overrides))
+    if not (tiny or cfg.tiny):
+        return cfg
+    return smoke_config(replace(cfg, tiny=True), cache_dir("tiny-assets", cfg.data.source))
+
+
+def parse_request(use_case: str = "digits", config: str | None = None, overrides: str | tuple[str, ...] = "",
+                  budget: int | None = None, method: str = DEFAULT_METHOD, seed: int = 0, workers: int | None = None,
+                  alias: str | None = None, experiment: str | None = None, tiny: bool = False,
+                  until_converged: bool = False, threshold: float = DEFAULT_THRESHOLD, executor: str = "local",
+                  ray_address: str | None = None, num_gpus: float = 0.0, max_retries: int = 3) -> Request:
+    """Validate every parameter and check every external asset BEFORE any run exists.
+
+    ``budget`` None or 0: 10 n. ``workers`` None or 0: one per core for light families, else one.
+    ``until_converged``: stop before ``budget`` once the values converge (``threshold`` x their range).
+    ``executor``/``ray_address``/``num_gpus``/``max_retries``: where coalitions run (``ExecutorSpec``).
+    ``tiny`` (or ``tiny=true`` in the config) selects the SMOKE configuration.
+    """
+    cfg = load_config(config or use_case, overrides, tiny)
+    family = family_of(cfg)
+    family.check(cfg)
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is invalid: use one of {', '.join(sorted(METHODS))}")
+    if seed < 0:
+        raise ConfigError(f"seed={seed} is invalid: use a non-negative integer (the coalition sampler's seed)")
+    spec = ExecutorSpec(executor, ray_address or None, float(num_gpus or 0.0), int(max_retries))
+    require_use_case(cfg)
+    n = load_data(cfg.data, cfg.assets).check_market().n_contributors
+    budget = budget or 10 * n
+    needed = min_budget(method, n) - 2
+    if budget < needed:
+        raise ConfigError(f"budget={budget} is invalid: {method} needs at least {needed} coalitions for n={n}")
+    if workers is not None and workers < 0:
+        raise ConfigError(f"workers={workers} is invalid: use 0 (one per core) or a positive number of processes")
+    one_per_core = (os.cpu_count() or 1) if family.light else 1
+    workers = workers or one_per_core
+    alias = alias or None  # "" (the MLproject default) -> no alias
+    if alias is not None and (alias.lower() == "latest" or not re.fullmatch(r"[\w-]+", alias)):
+        raise ConfigError(f"alias={alias!r} is invalid: use letters, digits, - or _ ('latest' is reserved)")
+    if not threshold > 0:
+        raise ConfigError(f"threshold={threshold} is invalid: use a positive fraction of the value range, e.g. 0.05")
+    return Request(cfg, budget, method, seed, workers, alias, experiment or cfg.name, n, until_converged, threshold,
+                   spec)

@@ -1,0 +1,56 @@
+"""Options shared by ``shapflow run``, the batch commands and the MLproject scripts (defaults match MLproject:
+tests/cli checks it), and the one call that turns them into a validated request."""
+
+from __future__ import annotations
+
+import click
+
+from shapflow.attribution import Request, parse_request
+from shapflow.config import ConfigError
+from shapflow.data.assets import MissingAssetsError
+from shapflow.execution import EXECUTORS
+from shapflow.shapley import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS
+
+__all__ = ["attribute_options", "request_from"]
+
+
+def request_from(**options) -> Request:
+    """``parse_request(**options)``; a bad parameter or a missing asset exits 2 with the message (no run exists)."""
+    try:
+        return parse_request(**options)
+    except (ConfigError, MissingAssetsError) as err:
+        raise click.UsageError(str(err)) from None
+
+
+def attribute_options(command):
+    """The options of an attribution request, in MLproject's order (defaults match MLproject)."""
+    options = [
+        click.option("--use-case", default="digits", show_default=True, help="A shipped use case name."),
+        click.option("--config", default=None, help="Path to a use-case YAML (instead of --use-case)."),
+        click.option("--overrides", default="", help='Field overrides, e.g. "sft.steps=50 sampling.num_images=128".'),
+        click.option("--budget", type=int, default=None, help="Coalitions to evaluate [default: 10 n]."),
+        click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHODS)),
+                     help="Estimator (also picks the coalition sampler)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Coalition sampler seed."),
+        click.option("--workers", type=int, default=0, show_default=True,
+                     help="Worker processes, one torch thread each (0 = one per core; one for Stable Diffusion)."),
+        click.option("--alias", default=None, help="Registry alias to set on the full and pruned models."),
+        click.option("--experiment", default=None, help="MLflow experiment [default: the use case name]."),
+        click.option("--tiny", type=click.BOOL, default=False, show_default=True,
+                     help="SMOKE configuration: tiny random stand-ins for every external asset (plumbing only)."),
+        click.option("--until-converged", type=click.BOOL, default=False, show_default=True,
+                     help="Stop before the budget once every value's std is within --threshold of their range."),
+        click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
+                     help="Convergence rule: worst std <= threshold x (max value - min value)."),
+        click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+                     help="local processes (--workers) or one Ray task per coalition."),
+        click.option("--ray-address", default=None,
+                     help="Ray cluster address (ray://host:10001, auto, local) [default: a new local cluster]."),
+        click.option("--num-gpus", type=float, default=0.0, show_default=True,
+                     help="GPUs per Ray task, fractional (e.g. 0.25)."),
+        click.option("--max-retries", type=int, default=3, show_default=True,
+                     help="Retries of a Ray task whose worker died."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
