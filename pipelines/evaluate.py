@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -9,6 +10,7 @@ from _common import validated
 
 from shapflow.cli.evaluate import evaluation_options
 from shapflow.evaluation.evaluate import evaluate, parse_eval_request
+from shapflow.evaluation.runs import JobsExported
 from shapflow.evaluation.tables import to_markdown
 
 
@@ -17,8 +19,12 @@ from shapflow.evaluation.tables import to_markdown
 @evaluation_options
 def main(kind: str, out: Path, json_path: str, **options) -> None:
     request = validated(parse_eval_request, **options)
-    result = evaluate(request, counterfactual=kind == "counterfactual", out=out,
-                      json_path=Path(json_path) if json_path else None)
+    try:
+        result = evaluate(request, counterfactual=kind == "counterfactual", out=out,
+                          json_path=Path(json_path) if json_path else None)
+    except JobsExported as stopped:  # the missing retrainings went to a job file: say how to go on
+        print(stopped, file=sys.stderr)
+        return
     print(to_markdown(result.frame))
     print(f"tables and plots of evaluate run {result.run_id}: {out} (and its artifacts)")
 

@@ -1,4 +1,5 @@
-"""``shapflow evaluate lds|counterfactual``: check attributions against retrained ground truth."""
+"""``shapflow evaluate lds|counterfactual|fixture``: check attributions against retrained ground truth, and keep
+that ground truth as a versioned fixture."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ from pathlib import Path
 
 import click
 
+from shapflow.attribution import load_config
 from shapflow.config import ConfigError
+from shapflow.evaluation.evaluate import evaluate, parse_eval_request
+from shapflow.evaluation.fixture import fixture_path, write_fixture
+from shapflow.evaluation.runs import JobsExported
+from shapflow.evaluation.tables import to_markdown
 
 __all__ = ["evaluate_group", "evaluation_options", "run_evaluation"]
 
@@ -36,6 +42,9 @@ def evaluation_options(command):
                      help="Results file(s) of `python -m shapflow.evaluation.worker` to log first."),
         click.option("--export-jobs", "export", default="",
                      help="Write the missing retrainings to this job file and stop, instead of running them."),
+        click.option("--fixture", default="auto", show_default=True,
+                     help="Held-out ground truth to read instead of retraining: auto (the packaged fixture of the "
+                          "use case and alpha), none, or a fixture file."),
         click.option("--experiment", default=None, help="MLflow experiment [default: the use case name]."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("shapflow-evaluation"),
                      show_default=True, help="Folder for the tables and plots (also logged as artifacts)."),
@@ -60,15 +69,18 @@ def evaluate_group() -> None:
 
 
 def run_evaluation(counterfactual: bool, out: Path, json_path: str, **options) -> None:
-    """Validate, evaluate, print the table; bad parameters exit 2 with the fix."""
-    from shapflow.evaluation.evaluate import evaluate, parse_eval_request
-    from shapflow.evaluation.tables import to_markdown
-
+    """Validate, evaluate, print the table; bad parameters exit 2 with the fix; an export of the missing
+    retrainings stops with the commands that go on (exit 0)."""
     try:
         request = parse_eval_request(**options)
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
-    result = evaluate(request, counterfactual=counterfactual, out=out, json_path=Path(json_path) if json_path else None)
+    try:
+        result = evaluate(request, counterfactual=counterfactual, out=out,
+                          json_path=Path(json_path) if json_path else None)
+    except JobsExported as stopped:
+        click.echo(str(stopped), err=True)
+        return
     click.echo(to_markdown(result.frame))
     click.echo(f"\nevaluate run {result.run_id}; tables and plots in {out}")
 
@@ -85,3 +97,36 @@ def lds_command(out: Path, json_path: str, **options) -> None:
 def counterfactual_command(out: Path, json_path: str, **options) -> None:
     """LDS plus: retrain without (and with only) each method's top contributors; relative property change."""
     run_evaluation(True, out, json_path, **options)
+
+
+@evaluate_group.command("fixture")
+@click.option("--use-case", default="digits", show_default=True, help="A shipped use case name or YAML path.")
+@click.option("--overrides", default="", help='Field overrides, e.g. "train.steps=500".')
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Fraction of contributors per coalition.")
+@click.option("--count", type=int, default=48, show_default=True, help="Held-out coalitions.")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Training seeds per retraining.")
+@click.option("--results", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="Results file of `python -m shapflow.evaluation.worker` holding every held-out retraining.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Fixture file [default: the packaged fixture path of the use case and alpha].")
+def fixture_command(use_case: str, overrides: str, alpha: float, count: int, seeds: int, results: Path,
+                    out: Path | None) -> None:
+    """Write the held-out ground truth (every coalition x seed, with the recipe's hash) as a versioned fixture
+    that `shapflow evaluate lds` reads instead of retraining.
+
+    \b
+    Example:
+      shapflow evaluate lds --use-case digits --export-jobs jobs.json
+      python -m shapflow.evaluation.worker jobs.json --out results.jsonl --workers 0
+      shapflow evaluate fixture --use-case digits --results results.jsonl
+    """
+    try:
+        cfg = load_config(use_case, overrides)
+        out = out or fixture_path(cfg.name, alpha)
+        command = (f"shapflow evaluate fixture --use-case {use_case} --alpha {alpha} --count {count} "
+                   f"--seeds {seeds} --results {results.name}")
+        truth = write_fixture(cfg, alpha, count, tuple(cfg.train.seed + s for s in range(seeds)), results, out,
+                              command=command)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+    click.echo(f"wrote {len(truth.rows)} retrained coalitions (recipe {truth.meta['recipe_hash'][:12]}) to {out}")

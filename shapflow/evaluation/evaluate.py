@@ -22,6 +22,7 @@ from shapflow.attribution.plan import bits
 from shapflow.config import ConfigError, UseCaseConfig
 from shapflow.evaluation import lds as L
 from shapflow.evaluation.baselines import ranked_degradation
+from shapflow.evaluation.fixture import GroundTruth, load_fixture
 from shapflow.evaluation.game import first_contributor_share, plot_profile, size_profile
 from shapflow.evaluation.methods import (
     RETRAIN_METHODS,
@@ -64,6 +65,7 @@ class EvalRequest:
     ingest: tuple[Path, ...] = ()
     export: Path | None = None
     experiment: str = ""
+    fixture: GroundTruth | None = None
 
 
 def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: float = 0.5, count: int = 48,
@@ -71,8 +73,12 @@ def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: 
                        budget: int | None = None,
                        device: str = "cpu", stack: int = 1, methods: str = "",
                        ingest: tuple[str, ...] = (), export: str = "",
-                       experiment: str | None = None) -> EvalRequest:
-    """Check every parameter before anything runs; ConfigError names the bad one and the fix."""
+                       experiment: str | None = None, fixture: str = "auto") -> EvalRequest:
+    """Check every parameter before anything runs; ConfigError names the bad one and the fix.
+
+    ``fixture``: the held-out ground truth to read instead of retraining: ``auto`` (the packaged fixture of the
+    use case and alpha, if there is one), ``none``, or a path. A fixture of another recipe is refused here.
+    """
     cfg = load_config(use_case, overrides)
     if not family_of(cfg).stackable:
         raise ConfigError(f"use_case={use_case}: evaluation retrains pixel use cases only (model.family="
@@ -110,10 +116,13 @@ def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: 
     train_seeds = tuple(cfg.train.seed + s for s in range(seeds))
     if budget is not None and budget <= 0:
         budget = None  # the MLproject default: 10 n
+    if fixture not in ("auto", "none", "") and not Path(fixture).is_file():
+        raise ConfigError(f"fixture={fixture} is invalid: no such file (use auto, none or a fixture's path)")
+    truth = None if fixture in ("none", "") else load_fixture(cfg, alpha, None if fixture == "auto" else Path(fixture))
     return EvalRequest(cfg, use_case, overrides, alpha, count, train_seeds, fraction, chosen_kinds, workers, budget,
                        device, stack,
                        chosen or known, tuple(Path(p) for p in ingest), Path(export) if export else None,
-                       experiment or cfg.name)
+                       experiment or cfg.name, truth)
 
 
 @dataclass
@@ -129,7 +138,7 @@ class Evaluation:
 def _ensure(tracker: Tracker, req: EvalRequest, study: Study, jobs, parent: str, progress: bool):
     return ensure_retrained(tracker, req.cfg, study.data, study.scorer, jobs, parent=parent, device=req.device,
                             stack=req.stack, workers=req.workers, results=req.ingest, export=req.export,
-                            progress=progress)
+                            fixture=req.fixture, progress=progress)
 
 
 def _truth(outcomes: dict[str, Retrained], jobs, masks: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
@@ -175,7 +184,8 @@ def _evaluate(tracker: Tracker, req: EvalRequest, parent: str, workdir: Path, co
     version, n = store.version, study.data.n_contributors
     tracker.log(parent, params={"use_case": cfg.name, "alpha": req.alpha, "count": req.count,
                                 "seeds": ",".join(map(str, req.seeds)), "fraction": req.fraction,
-                                "device": req.device, "code_version": version})
+                                "device": req.device, "code_version": version,
+                                "fixture": str(req.fixture.path) if req.fixture else "none"})
     methods = study_methods(tracker, study, use_case=req.use_case, overrides=req.overrides, workers=req.workers,
                             sft_budget=req.budget, names=tuple(m for m in STUDY_METHODS if m in req.methods),
                             progress=progress)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from shapflow.attribution.plan import mask_of
 from shapflow.attribution.report import image_grid
 from shapflow.config import UseCaseConfig, stage_key
 from shapflow.data import ContributorDataset
+from shapflow.evaluation.fixture import GroundTruth
 from shapflow.evaluation.groundtruth import RetrainJob, RetrainOutcome, run_jobs
 from shapflow.evaluation.worker import config_stamp, read_results, write_jobs
 from shapflow.properties import Property
@@ -85,15 +87,13 @@ def log_outcome(tracker: Tracker, cfg: UseCaseConfig, names: tuple[str, ...], ou
 
 
 def ingest(tracker: Tracker, cfg: UseCaseConfig, names: tuple[str, ...], jobs: list[RetrainJob],
-           results: Path, parent: str | None) -> int:
-    """Log the lines of a worker's results file that answer a wanted, not yet FINISHED job; returns how many.
-
-    Lines stamped with another config are refused (counted on stderr), never logged.
-    """
+           records: Iterable[dict], parent: str | None, source: str) -> int:
+    """Log the records (results-file lines, or fixture rows) that answer a wanted, not yet FINISHED job; returns
+    how many. Records stamped with another config are refused (counted on stderr), never logged."""
     wanted = {job.key for job in jobs}
     done = set(finished_retrains(tracker, cfg))
     stamp, logged, refused = config_stamp(cfg), 0, 0
-    for record in read_results(results):
+    for record in records:
         key = record["job"]["key"]
         if record.get("stamp") != stamp:
             refused += 1
@@ -102,7 +102,7 @@ def ingest(tracker: Tracker, cfg: UseCaseConfig, names: tuple[str, ...], jobs: l
             done.add(key)
             logged += 1
     if refused:
-        print(f"shapflow: {refused} line(s) of {results} were computed under another config and were not logged",
+        print(f"shapflow: {refused} line(s) of {source} were computed under another config and were not logged",
               file=sys.stderr)
     return logged
 
@@ -110,15 +110,18 @@ def ingest(tracker: Tracker, cfg: UseCaseConfig, names: tuple[str, ...], jobs: l
 def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorDataset, scorer: Property,
                      jobs: list[RetrainJob], *, parent: str | None = None, device: str = "cpu", stack: int = 1,
                      workers: int = 1, results: tuple[Path, ...] = (), export: Path | None = None,
-                     progress: bool = False) -> dict[str, Retrained]:
-    """{job key: outcome} for every job: reused runs, ingested ``results`` lines, then computed ones.
+                     fixture: GroundTruth | None = None, progress: bool = False) -> dict[str, Retrained]:
+    """{job key: outcome} for every job: reused runs, the ``fixture``'s rows, ingested ``results`` lines, then
+    computed ones.
 
     With ``export``, the jobs still missing are written to that job file instead of computed, and
     ``JobsExported`` says how to run and ingest them.
     """
     unique = list({job.key: job for job in jobs}.values())
+    if fixture is not None:
+        ingest(tracker, cfg, data.names, unique, fixture.records(unique), parent, f"fixture {fixture.path}")
     for path in results:
-        ingest(tracker, cfg, data.names, unique, path, parent)
+        ingest(tracker, cfg, data.names, unique, read_results(path), parent, str(path))
     found = finished_retrains(tracker, cfg)
     missing = [job for job in unique if job.key not in found]
     if missing and export is not None:
@@ -126,7 +129,9 @@ def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorData
         raise JobsExported(f"{len(missing)} retraining(s) still missing: written to {export}. Run them with\n"
                          f"  python -m shapflow.evaluation.worker {export} --out results.jsonl --device cuda "
                          "--stack 64\nthen rerun this command with --ingest results.jsonl")
+    if not missing:
+        return found
     for outcome in run_jobs(cfg, data, scorer, missing, device=device, stack=stack, workers=workers,
                             progress=progress):
         log_outcome(tracker, cfg, data.names, outcome, parent)
-    return finished_retrains(tracker, cfg) if missing else found
+    return finished_retrains(tracker, cfg)

@@ -1,0 +1,123 @@
+"""Ground truth that outlives a machine: held-out retrainings kept as a versioned file in the repository.
+
+A fixture holds, for one use case and one held-out design (alpha, count, seeds), every retrained coalition's
+mask, training seed, utility and properties, plus the hash of what produced them: the full-training recipe,
+the sampling and the property (``worker.config_stamp``, the stamp results files carry). ``shapflow evaluate
+lds`` reads the fixture of its use case and alpha instead of retraining those coalitions; a fixture whose
+hash differs from the current recipe is refused with the commands that regenerate it. Written from a
+worker's results file by ``shapflow evaluate fixture``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from shapflow.config import ConfigError, UseCaseConfig, identity
+from shapflow.data import load_data
+from shapflow.evaluation.groundtruth import HELDOUT_SEED, RetrainJob, heldout_masks
+from shapflow.evaluation.worker import config_stamp, read_results
+
+__all__ = ["FORMAT", "GroundTruth", "fixture_path", "load_fixture", "recipe_hash", "write_fixture"]
+
+FORMAT = "shapflow-groundtruth/1"
+
+
+def fixture_path(use_case: str, alpha: float) -> Path:
+    """Where the packaged fixture of ``use_case``'s held-out coalitions at ``alpha`` lives."""
+    return Path(str(resources.files("shapflow") / "evaluation" / "fixtures" / f"{use_case}-heldout-{alpha:.2f}.json"))
+
+
+def recipe_hash(cfg: UseCaseConfig) -> str:
+    """What must match for a retrained property to still be the ground truth: training, sampling, property."""
+    return identity("groundtruth", config_stamp(cfg))
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """A fixture's rows: {(mask "0101...", seed): (utility, properties)}, with where they came from."""
+
+    path: Path
+    use_case: str
+    alpha: float
+    rows: dict[tuple[str, int], tuple[float, dict[str, float]]] = field(repr=False)
+    meta: dict = field(default_factory=dict)
+
+    def truth(self, masks: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
+        """(n_seeds, m) utilities of the coalitions ``masks`` (bool (m, n)); NaN where the fixture has no row."""
+        text = ["".join("1" if b else "0" for b in mask) for mask in masks]
+        return np.array([[self.rows.get((t, s), (np.nan, {}))[0] for t in text] for s in seeds])
+
+    def records(self, jobs: list[RetrainJob]) -> list[dict]:
+        """Results-file records answering those ``jobs`` the fixture holds (keyed by the jobs' current keys)."""
+        stamp = self.meta["stamp"]
+        return [{"job": asdict(job), "utility": self.rows[(job.mask, job.seed)][0],
+                 "properties": self.rows[(job.mask, job.seed)][1], "timings": {},
+                 "device": f"fixture ({self.meta.get('computed_on', '?')})", "stamp": stamp}
+                for job in jobs if (job.mask, job.seed) in self.rows]
+
+
+def _regenerate(cfg: UseCaseConfig, alpha: float) -> str:
+    return (f"regenerate it: `shapflow evaluate lds --use-case {cfg.name} --alpha {alpha} --export-jobs jobs.json`, "
+            "`python -m shapflow.evaluation.worker jobs.json --out results.jsonl --workers 0` (or --device cuda "
+            f"--stack 64), then `shapflow evaluate fixture --use-case {cfg.name} --alpha {alpha} --results "
+            "results.jsonl`; or run without it: --fixture none")
+
+
+def load_fixture(cfg: UseCaseConfig, alpha: float, path: Path | None = None) -> GroundTruth | None:
+    """The fixture of ``cfg``'s held-out coalitions at ``alpha`` (``path``, else the packaged one); None when
+    there is none. Raises ConfigError when it was computed under another recipe, or is not a fixture."""
+    path = Path(path) if path is not None else fixture_path(cfg.name, alpha)
+    if not path.is_file():
+        return None
+    payload = json.loads(path.read_text())
+    if payload.get("format") != FORMAT:
+        raise ConfigError(f"fixture={path} is invalid: not a shapflow ground-truth file (format "
+                          f"{payload.get('format')!r}); {_regenerate(cfg, alpha)}")
+    if payload["recipe_hash"] != recipe_hash(cfg) or payload.get("stamp") != config_stamp(cfg):
+        raise ConfigError(f"fixture={path} is stale: it was retrained under another training, sampling or property "
+                          f"recipe than {cfg.name}'s current one (recipe hash {payload['recipe_hash'][:12]} != "
+                          f"{recipe_hash(cfg)[:12]}); {_regenerate(cfg, alpha)}")
+    if abs(payload["alpha"] - alpha) > 1e-9:
+        raise ConfigError(f"fixture={path} holds alpha={payload['alpha']}, not {alpha}")
+    rows = {(r["mask"], int(r["seed"])): (float(r["utility"]), dict(r["properties"])) for r in payload["rows"]}
+    meta = {k: v for k, v in payload.items() if k != "rows"}
+    return GroundTruth(path, payload["use_case"], payload["alpha"], rows, meta)
+
+
+def write_fixture(cfg: UseCaseConfig, alpha: float, count: int, seeds: tuple[int, ...], results: Path, out: Path,
+                  *, command: str = "") -> GroundTruth:
+    """Write the fixture of ``count`` held-out coalitions at ``alpha`` x ``seeds`` from a worker's results file.
+
+    Only lines stamped with ``cfg``'s current recipe are taken; every (coalition, seed) must be present.
+    """
+    names = load_data(cfg.data, cfg.assets).names
+    masks = heldout_masks(len(names), alpha, count)
+    wanted = {("".join("1" if b else "0" for b in mask), int(seed)) for mask in masks for seed in seeds}
+    stamp = config_stamp(cfg)
+    found: dict[tuple[str, int], dict] = {}
+    for record in read_results(results):
+        key = (record["job"]["mask"], int(record["job"]["seed"]))
+        if record.get("stamp") == stamp and key in wanted and key not in found:
+            found[key] = record
+    missing = wanted - set(found)
+    if missing:
+        raise ConfigError(f"results={results} lacks {len(missing)} of the {len(wanted)} held-out retrainings (e.g. "
+                          f"{sorted(missing)[0]}) under the current recipe: run the worker on the job file until "
+                          "every job is done")
+    rows = [{"mask": mask, "seed": seed, "utility": found[(mask, seed)]["utility"],
+             "properties": found[(mask, seed)]["properties"]} for mask, seed in sorted(found)]
+    devices = sorted({found[key]["device"] for key in found})
+    payload = {"format": FORMAT, "use_case": cfg.name, "contributors": list(names), "alpha": alpha,
+               "count": count, "seeds": list(seeds), "heldout_seed": HELDOUT_SEED, "recipe_hash": recipe_hash(cfg),
+               "stamp": stamp, "computed_on": ", ".join(devices), "created": date.today().isoformat(),
+               "command": command, "rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=1) + "\n")
+    return load_fixture(cfg, alpha, out)
+

@@ -1,0 +1,89 @@
+"""The held-out ground truth as a versioned fixture: written from a worker's results, read instead of
+retraining, refused when the recipe that produced it is not the current one."""
+
+import json
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+
+from shapflow.attribution import load_config
+from shapflow.attribution.plan import bits
+from shapflow.config import ConfigError, apply_overrides
+from shapflow.data import load_data
+from shapflow.evaluation.evaluate import parse_eval_request
+from shapflow.evaluation.fixture import load_fixture, recipe_hash, write_fixture
+from shapflow.evaluation.groundtruth import RetrainJob, heldout_masks, job_key
+from shapflow.evaluation.runs import ensure_retrained, finished_retrains
+from shapflow.evaluation.worker import config_stamp
+from shapflow.testing.fast import FAST_SETTINGS
+from shapflow.tracking import open_tracker
+
+ALPHA, COUNT, SEEDS = 0.5, 4, (0, 1)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("digits-classes", FAST_SETTINGS)
+
+
+def _results(cfg, path, stamp=None, drop=0):
+    """A worker results file answering every held-out (coalition, seed), utility = seed + index / 10."""
+    masks = heldout_masks(load_data(cfg.data).n_contributors, ALPHA, COUNT)
+    lines = []
+    for seed in SEEDS:
+        for index, mask in enumerate(masks):
+            job = RetrainJob(f"old-key-{seed}-{index}", bits(mask), seed, "heldout-0.50")
+            lines.append({"job": asdict(job), "utility": seed + index / 10, "properties": {"fd": float(index)},
+                          "timings": {}, "device": "cpu", "stamp": stamp or config_stamp(cfg)})
+    path.write_text("\n".join(json.dumps(line) for line in lines[drop:]) + "\n")
+    return masks
+
+
+def test_written_fixture_reads_back_the_retrained_utilities(cfg, tmp_path):
+    masks = _results(cfg, tmp_path / "results.jsonl")
+    truth = write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", tmp_path / "fx.json", command="x")
+    assert truth.meta["recipe_hash"] == recipe_hash(cfg) and len(truth.rows) == COUNT * len(SEEDS)
+    expected = np.array([[seed + index / 10 for index in range(COUNT)] for seed in SEEDS])
+    assert np.array_equal(truth.truth(masks, SEEDS), expected)
+    assert np.isnan(truth.truth(masks, (7,))).all()  # a seed the fixture does not hold
+
+
+def test_a_fixture_of_another_recipe_is_refused_with_how_to_regenerate(cfg, tmp_path):
+    _results(cfg, tmp_path / "results.jsonl")
+    write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", tmp_path / "fx.json")
+    other = apply_overrides(cfg, ["train.steps=31"])
+    with pytest.raises(ConfigError, match="stale.*regenerate.*evaluate fixture"):
+        load_fixture(other, ALPHA, tmp_path / "fx.json")
+    assert load_fixture(replace(cfg, description="notes"), ALPHA, tmp_path / "fx.json") is not None
+    with pytest.raises(ConfigError, match="stale"):
+        parse_eval_request("digits-classes", " ".join([*FAST_SETTINGS, "train.steps=31"]), count=COUNT,
+                           fixture=str(tmp_path / "fx.json"))
+
+
+def test_incomplete_or_foreign_results_make_no_fixture(cfg, tmp_path):
+    _results(cfg, tmp_path / "results.jsonl", drop=1)
+    with pytest.raises(ConfigError, match="lacks 1 of the 8"):
+        write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", tmp_path / "fx.json")
+    _results(cfg, tmp_path / "results.jsonl", stamp="another:recipe:stamp")
+    with pytest.raises(ConfigError, match="lacks 8 of the 8"):
+        write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", tmp_path / "fx.json")
+    (tmp_path / "junk.json").write_text('{"format": "something else"}')
+    with pytest.raises(ConfigError, match="not a shapflow ground-truth file"):
+        load_fixture(cfg, ALPHA, tmp_path / "junk.json")
+
+
+def test_the_fixture_answers_heldout_jobs_without_retraining(cfg, tmp_path, monkeypatch):
+    masks = _results(cfg, tmp_path / "results.jsonl")
+    truth = write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", tmp_path / "fx.json")
+    data = load_data(cfg.data)
+    jobs = [RetrainJob(job_key(cfg, bits(m), s, "now"), bits(m), s, "heldout-0.50") for m in masks for s in SEEDS]
+
+    def no_retraining(*_args, **_kwargs):
+        raise AssertionError("a job the fixture answers was retrained")
+
+    monkeypatch.setattr("shapflow.evaluation.runs.run_jobs", no_retraining)
+    tracker = open_tracker("fixture", f"sqlite:///{tmp_path}/mlruns.db")
+    outcomes = ensure_retrained(tracker, cfg, data, None, jobs, fixture=truth)
+    assert {job.key for job in jobs} <= set(outcomes) == set(finished_retrains(tracker, cfg))
+    assert sorted(outcomes[job.key].utility for job in jobs) == sorted(np.ravel(truth.truth(masks, SEEDS)))
