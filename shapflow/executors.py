@@ -27,6 +27,7 @@ import torch
 
 from shapflow.config import TrainConfig, UseCaseConfig, from_dict, to_dict
 from shapflow.pipeline import Models, Study, load_models, load_study
+from shapflow.procs import guard_initializer
 
 __all__ = ["EXECUTORS", "ExecutorSpec", "Outcome", "evaluate_many", "folder_store", "model_payload", "spawn_pool"]
 
@@ -204,6 +205,7 @@ def spawn_pool(fn: Callable, tasks: list[tuple], *, workers: int, initializer: C
     """``fn(*task)`` for every task in up to ``workers`` spawned processes (each set up once by
     ``initializer(*initargs)``), yielded in the order they finish. A caller that stops early (an error
     while logging a result) cancels the tasks not yet started instead of waiting for all of them."""
+    initializer, initargs = guard_initializer(initializer, initargs)  # workers exit when this process dies
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=initializer, initargs=initargs)
     try:
