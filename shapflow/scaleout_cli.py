@@ -7,6 +7,7 @@ batch commands all pick the executor the same way without widening the attributi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import time
@@ -54,35 +55,46 @@ def server_group() -> None:
               help="Artifact destination: a folder or s3://bucket/prefix (MLFLOW_S3_ENDPOINT_URL for S3-compatible).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host: MLflow has NO authentication there "
+              "(docs/security.md).")
 @click.option("--experiment", "experiments", multiple=True, help="Create this experiment before workers fan out.")
 def server_start(postgres_dir: Path | None, backend_store_uri: str | None, artifacts: str, host: str, port: int,
-                 experiments: tuple[str, ...]) -> None:
-    """Run ``mlflow server`` on a PostgreSQL backend until Ctrl-C; create the experiments first.
+                 allow_remote: bool, experiments: tuple[str, ...]) -> None:
+    """Run ``mlflow server`` on a PostgreSQL backend until Ctrl-C/SIGTERM/SIGHUP; create the experiments first.
 
     \b
-    Example:  shapflow server start --postgres-dir ./pg --host 0.0.0.0 --experiment digits
-    Then on every node:  MLFLOW_TRACKING_URI=http://<host>:5000 shapflow run --executor ray ...
+    Example:  shapflow server start --postgres-dir ./pg --experiment digits
+    Then from each node:  ssh -N -L 5000:127.0.0.1:5000 <server> &  MLFLOW_TRACKING_URI=http://127.0.0.1:5000 ...
     """
-    from shapflow.services import start_mlflow_server, start_postgres
+    from shapflow.procs import stop_on_signals
+    from shapflow.services import describe_exposure, start_mlflow_server, start_postgres
     from shapflow.tracking import open_tracker
 
     if (postgres_dir is None) == (backend_store_uri is None):
         raise click.UsageError("give exactly one of --postgres-dir and --backend-store-uri")
-    postgres = start_postgres(postgres_dir, port=None) if postgres_dir else None
     try:
-        server = start_mlflow_server(backend_store_uri or postgres.uri, artifacts, host=host, port=port)
-        for name in experiments:
-            open_tracker(name, server.uri)
-        click.echo(f"MLFLOW_TRACKING_URI={server.uri}  (backend {backend_store_uri or postgres.uri}); Ctrl-C stops")
+        exposure = describe_exposure(host, port, allow_remote)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    with stop_on_signals():  # SIGTERM/SIGHUP too run the finally blocks that stop MLflow and PostgreSQL
+        postgres = start_postgres(postgres_dir, port=None) if postgres_dir else None
         try:
-            while server.process.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-        server.stop()
-    finally:
-        if postgres:
-            postgres.stop()
+            server = start_mlflow_server(backend_store_uri or postgres.uri, artifacts, host=host, port=port)
+            try:
+                for name in experiments:
+                    open_tracker(name, server.uri)
+                click.echo(f"MLFLOW_TRACKING_URI={server.uri}  (backend {backend_store_uri or postgres.uri}); "
+                           f"Ctrl-C stops")
+                if exposure:
+                    click.echo(exposure, err=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    while server.process.poll() is None:
+                        time.sleep(1)
+            finally:
+                server.stop()
+        finally:
+            if postgres:
+                postgres.stop()
 
 
 @click.group("coalitions")

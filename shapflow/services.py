@@ -8,7 +8,9 @@ and run as the ``postgres`` system user (``runuser``) in a directory that user o
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import ipaddress
 import os
 import shutil
 import signal
@@ -20,7 +22,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MlflowServer", "Postgres", "free_port", "postgres_bin", "start_mlflow_server", "start_postgres"]
+from shapflow.procs import wait_group_gone
+
+__all__ = ["MlflowServer", "Postgres", "describe_exposure", "free_port", "postgres_bin", "start_mlflow_server",
+           "start_postgres"]
 
 
 def free_port() -> int:
@@ -93,26 +98,52 @@ def start_postgres(root: str | Path, port: int | None = None, timeout: float = 6
 
 @dataclass
 class MlflowServer:
-    """A running ``mlflow server`` process: its URI and PID."""
+    """A running ``mlflow server`` process (leader of its own process group): its URI and PID."""
 
     uri: str
     process: subprocess.Popen
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the server's process group (gunicorn/uvicorn workers too), SIGKILL after ``timeout``."""
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout)
+        """SIGTERM the server's process group (gunicorn/uvicorn workers too), SIGKILL after ``timeout``;
+        returns once no process of the group is left, so nothing listens on the port any more."""
+        pgid = self.process.pid
+        if self.process.poll() is None:
+            os.killpg(pgid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(pgid, signal.SIGKILL)
+                self.process.wait(timeout=timeout)
+        if not wait_group_gone(pgid, timeout):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            wait_group_gone(pgid, timeout)
+
+
+def describe_exposure(host: str, port: int, allow_remote: bool) -> str | None:
+    """None for a loopback ``host``; else what serving there exposes (ValueError unless ``allow_remote``)."""
+    try:
+        loopback = all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback
+                       for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP))
+    except (OSError, ValueError):
+        loopback = False
+    if loopback:
+        return None
+    what = (f"mlflow server on {host}:{port} would be reachable from other machines with NO authentication: "
+            f"anyone who reaches it can read, change and delete every experiment, run, model and artifact")
+    if not allow_remote:
+        raise ValueError(f"{what}. Keep --host 127.0.0.1 and reach it through an SSH tunnel "
+                         f"(ssh -N -L {port}:127.0.0.1:{port} <this host>), or pass --allow-remote "
+                         f"(see docs/security.md: MLflow's basic-auth app or a TLS + auth reverse proxy)")
+    return (f"WARNING: {what} (artifact uploads included). PostgreSQL stays on 127.0.0.1. "
+            f"See docs/security.md to put authentication in front of it.")
 
 
 def start_mlflow_server(backend_uri: str, artifacts: str | Path, *, host: str = "127.0.0.1",
                         port: int | None = None, timeout: float = 120.0, log: Path | None = None) -> MlflowServer:
-    """Start ``mlflow server`` (one worker, proxied artifacts under ``artifacts``) and wait until it answers."""
+    """Start ``mlflow server`` (one worker, proxied artifacts under ``artifacts``) and wait until it answers.
+
+    Stopped again if it does not answer in ``timeout`` or if waiting is interrupted (a signal, Ctrl-C)."""
     port = port or free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", host, "--port", str(port),
                "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)]
@@ -120,15 +151,23 @@ def start_mlflow_server(backend_uri: str, artifacts: str | Path, *, host: str = 
     out = open(log, "ab") if log else subprocess.DEVNULL  # the server process keeps it open
     process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = MlflowServer(f"http://{host}:{port}", process)
+    try:
+        _wait_healthy(server, timeout, log)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _wait_healthy(server: MlflowServer, timeout: float, log: Path | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode} (see {log})")
+        if server.process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {server.process.returncode} (see {log})")
         try:
             with urllib.request.urlopen(f"{server.uri}/health", timeout=2) as answer:
                 if answer.status == 200:
-                    return server
+                    return
         except OSError:
             time.sleep(0.5)
-    server.stop()
     raise TimeoutError(f"mlflow server on {server.uri} not ready after {timeout:.0f} s")
