@@ -25,7 +25,8 @@ from pathlib import Path
 __all__ = ["Stopped", "die_with_parent", "group_alive", "guard_initializer", "stop_on_signals", "wait_group_gone"]
 
 _PR_SET_PDEATHSIG = 1
-_PDEATH_SIGNAL = signal.SIGUSR1  # not SIGTERM/SIGKILL: the pool's own terminate() uses SIGTERM
+_PDEATH_SIGNAL = getattr(signal, "SIGUSR1", None)  # not SIGTERM/SIGKILL: the pool's terminate() uses SIGTERM
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
 _GUARD: dict[str, int] = {}  # {"parent": the PID this worker must outlive no longer than ~1 s}
 
 
@@ -41,7 +42,7 @@ def _on_parent_death(_signum: int, _frame: object) -> None:
 
 def _pdeathsig() -> bool:
     """Ask Linux to send ``_PDEATH_SIGNAL`` when our parent dies (main thread only); False where unavailable."""
-    if threading.current_thread() is not threading.main_thread():
+    if _PDEATH_SIGNAL is None or threading.current_thread() is not threading.main_thread():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -85,8 +86,7 @@ class Stopped(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def stop_on_signals(signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-                    ) -> Iterator[None]:
+def stop_on_signals(signals: tuple[signal.Signals, ...] = _STOP_SIGNALS) -> Iterator[None]:
     """Turn ``signals`` into ``Stopped`` so ``finally`` blocks stop what was started; after the first one, the
     rest are ignored until the block ends, so a second signal cannot interrupt that cleanup."""
     def handler(signum: int, _frame: object) -> None:
