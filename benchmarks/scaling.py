@@ -19,6 +19,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -151,7 +152,8 @@ def tracking_costs(budget: int, overrides: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="shapflow-scaling-") as tmp:
         out["tracking_overhead_sqlite"], out["tracking_background_sqlite"] = tracking_overhead(
             f"sqlite:///{tmp}/mlruns.db", budget, "scaling", overrides)
-        postgres = start_postgres(Path(tmp) / "pg")
+        cluster = tempfile.mkdtemp(prefix="shapflow-pg-")  # its own folder: the postgres user must reach it
+        postgres = start_postgres(cluster)
         try:
             server = start_mlflow_server(postgres.uri, Path(tmp) / "artifacts", log=Path(tmp) / "mlflow.log")
             try:
@@ -161,6 +163,7 @@ def tracking_costs(budget: int, overrides: list[str]) -> dict[str, float]:
                 server.stop()
         finally:
             postgres.stop()
+            shutil.rmtree(cluster, ignore_errors=True)
     return out
 
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import click
 from shapflow.attribution import run_attribute
 from shapflow.cli.options import attribute_options, request_from
 from shapflow.execution.batch import batch_commands, slurm_array
+from shapflow.execution.lifetime import stop_on_signals
 from shapflow.tracking import open_tracker
-from shapflow.tracking.server import start_mlflow_server, start_postgres
+from shapflow.tracking.server import describe_exposure, start_mlflow_server, start_postgres
 
 __all__ = ["coalitions_group", "server_group"]
 
@@ -31,33 +33,42 @@ def server_group() -> None:
               help="Artifact destination: a folder or s3://bucket/prefix (MLFLOW_S3_ENDPOINT_URL for S3-compatible).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host: MLflow has NO authentication there "
+              "(docs/security.md).")
 @click.option("--experiment", "experiments", multiple=True, help="Create this experiment before workers fan out.")
 def server_start(postgres_dir: Path | None, backend_store_uri: str | None, artifacts: str, host: str, port: int,
-                 experiments: tuple[str, ...]) -> None:
-    """Run ``mlflow server`` on a PostgreSQL backend until Ctrl-C; create the experiments first.
+                 allow_remote: bool, experiments: tuple[str, ...]) -> None:
+    """Run ``mlflow server`` on a PostgreSQL backend until Ctrl-C/SIGTERM/SIGHUP; create the experiments first.
 
     \b
-    Example:  shapflow server start --postgres-dir ./pg --host 0.0.0.0 --experiment digits
-    Then on every node:  MLFLOW_TRACKING_URI=http://<host>:5000 shapflow run --executor ray ...
+    Example:  shapflow server start --postgres-dir ./pg --experiment digits
+    Then from each node:  ssh -N -L 5000:127.0.0.1:5000 <server> &  MLFLOW_TRACKING_URI=http://127.0.0.1:5000 ...
     """
-
     if (postgres_dir is None) == (backend_store_uri is None):
         raise click.UsageError("give exactly one of --postgres-dir and --backend-store-uri")
-    postgres = start_postgres(postgres_dir, port=None) if postgres_dir else None
     try:
-        server = start_mlflow_server(backend_store_uri or postgres.uri, artifacts, host=host, port=port)
-        for name in experiments:
-            open_tracker(name, server.uri)
-        click.echo(f"MLFLOW_TRACKING_URI={server.uri}  (backend {backend_store_uri or postgres.uri}); Ctrl-C stops")
+        exposure = describe_exposure(host, port, allow_remote)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    with stop_on_signals():  # SIGTERM/SIGHUP too run the finally blocks that stop MLflow and PostgreSQL
+        postgres = start_postgres(postgres_dir, port=None) if postgres_dir else None
         try:
-            while server.process.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-        server.stop()
-    finally:
-        if postgres:
-            postgres.stop()
+            server = start_mlflow_server(backend_store_uri or postgres.uri, artifacts, host=host, port=port)
+            try:
+                for name in experiments:
+                    open_tracker(name, server.uri)
+                click.echo(f"MLFLOW_TRACKING_URI={server.uri}  (backend {backend_store_uri or postgres.uri}); "
+                           f"Ctrl-C stops")
+                if exposure:
+                    click.echo(exposure, err=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    while server.process.poll() is None:
+                        time.sleep(1)
+            finally:
+                server.stop()
+        finally:
+            if postgres:
+                postgres.stop()
 
 
 @click.group("coalitions")

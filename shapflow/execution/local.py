@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from shapflow.config import UseCaseConfig, from_dict, to_dict
+from shapflow.execution.lifetime import guard_initializer
 from shapflow.utility import Study, folder_store, load_study
 
 __all__ = ["Lookup", "Outcome", "evaluate_here", "evaluate_in_workers", "spawn_pool"]
@@ -83,6 +84,7 @@ def spawn_pool(fn: Callable, tasks: list[tuple], *, workers: int, initializer: C
     """``fn(*task)`` for every task in up to ``workers`` spawned processes (each set up once by
     ``initializer(*initargs)``), yielded in the order they finish. A caller that stops early (an error
     while logging a result) cancels the tasks not yet started instead of waiting for all of them."""
+    initializer, initargs = guard_initializer(initializer, initargs)  # workers exit when this process dies
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
                                initializer=initializer, initargs=initargs)
     try:

@@ -53,7 +53,7 @@ def test_a_fixture_of_another_recipe_is_refused_with_how_to_regenerate(cfg, tmp_
     _results(cfg, tmp_path / "results.jsonl")
     write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", tmp_path / "fx.json")
     other = apply_overrides(cfg, ["train.steps=31"])
-    with pytest.raises(ConfigError, match="stale.*regenerate.*evaluate fixture"):
+    with pytest.raises(ConfigError, match=r"stale.*regenerate.*evaluate fixture"):
         load_fixture(other, ALPHA, tmp_path / "fx.json")
     assert load_fixture(replace(cfg, description="notes"), ALPHA, tmp_path / "fx.json") is not None
     with pytest.raises(ConfigError, match="stale"):

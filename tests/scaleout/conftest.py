@@ -5,6 +5,8 @@ session fixture starts them itself when Debian's PostgreSQL binaries exist, and 
 """
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -20,15 +22,18 @@ def mlflow_server(tmp_path_factory):
     if postgres_bin() is None:
         pytest.skip("no PostgreSQL binaries (apt-get install postgresql) and SHAPFLOW_TEST_MLFLOW_URI unset")
     root = tmp_path_factory.mktemp("services")
-    postgres = start_postgres(root / "pg")
+    cluster = tempfile.mkdtemp(prefix="shapflow-pg-")  # not under pytest's 0700 base temp: postgres must reach it
+    postgres = start_postgres(cluster)
     try:
         server = start_mlflow_server(postgres.uri, root / "artifacts", log=root / "mlflow.log")
     except BaseException:
         postgres.stop()
+        shutil.rmtree(cluster, ignore_errors=True)
         raise
     yield server.uri
     server.stop()
     postgres.stop()
+    shutil.rmtree(cluster, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
