@@ -17,7 +17,7 @@ from shapflow.tracking.server import describe_exposure, free_port
 # Two workers (each leaves a file from its initializer, after the guard is set up) sleeping 10 minutes.
 DRIVER = """
 import sys, tempfile, time
-from shapflow.executors import spawn_pool
+from shapflow.execution import spawn_pool
 for outcome in spawn_pool(time.sleep, [(600,), (600,)], workers=2, initializer=tempfile.mkstemp,
                           initargs=("", "worker-", sys.argv[1])):
     pass
