@@ -20,8 +20,6 @@ from shapflow.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 README_MAX_LINES = 200
-# Pages linked before they land, each with the branch that adds it; a link to any other missing file fails.
-PENDING_PAGES = {"docs/security.md": "the tracking-server hardening work adds it"}
 
 FENCE = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1[^\n]*$", re.M | re.S)
 INLINE = re.compile(r"`([^`]+)`")
@@ -84,7 +82,7 @@ def anchors(page: Path) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
-def link_problems(root: Path, pending: dict[str, str] = PENDING_PAGES) -> list[str]:
+def link_problems(root: Path) -> list[str]:
     """Every relative Markdown link (outside code) whose target, or its #anchor in a page, does not exist."""
     problems = []
     for path in doc_files(root):
@@ -97,8 +95,7 @@ def link_problems(root: Path, pending: dict[str, str] = PENDING_PAGES) -> list[s
             resolved = Path(os.path.normpath(path.parent / file)) if file else path
             relative = resolved.relative_to(root) if resolved.is_relative_to(root) else resolved
             if not resolved.exists():
-                if str(relative) not in pending:
-                    problems.append(f"{path.relative_to(root)}: link ({target}) -> {relative} does not exist")
+                problems.append(f"{path.relative_to(root)}: link ({target}) -> {relative} does not exist")
             elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
                 problems.append(f"{path.relative_to(root)}: link ({target}) -> no heading #{anchor} in {relative}")
     return problems

@@ -1,0 +1,5 @@
+"""``python -m shapflow.cli``: the ``shapflow`` command without the console script."""
+
+from shapflow.cli.main import main
+
+main()
