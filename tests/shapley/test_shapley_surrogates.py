@@ -155,3 +155,13 @@ def test_folds_keep_pairs_and_repeats_together():
     # a repeat shares its fold, hence its out-of-fold surrogate and residual, with the original row
     assert np.allclose(fit.residuals[-4:], fit.residuals[:4])
     assert fit.fold_values["shapley"].shape == (5, n) and fit.ends.shape == (5, 2)
+
+
+def test_residuals_are_out_of_fold():
+    """On pure noise, trees memorise their training rows: only out-of-fold residuals keep the noise's variance, so a
+    surrogate that overfits cannot fake a small residual game."""
+    n = 10
+    masks = SAMPLERS["leverage"](n, 120, seed=0).masks
+    noise = np.random.default_rng(0).normal(0.0, 1.0, len(masks))
+    fit = crossfit(masks, noise, 0.0, 0.0, seed=0, folds=5, surrogate="trees")
+    assert np.mean(fit.residuals**2) > 0.8
