@@ -38,7 +38,8 @@ from .samplers import SAMPLERS
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "approximate", "default_sampler", "estimate", "min_budget"]
 
-DEFAULT_METHOD = "leverage"  # lowest error at every budget in benchmarks/estimators.py (see README)
+# best on the market-shaped games and never much worse on the classic ones: docs/results/estimators-2026-12-03.md
+DEFAULT_METHOD = "surrogate-shapley"
 
 
 @dataclass(frozen=True)
