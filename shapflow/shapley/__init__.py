@@ -1,5 +1,6 @@
 """Shapley values of data contributors from coalition utilities: samplers, estimators, test games (pure numpy)."""
 
+from .adjusted import estimate_indices
 from .api import DEFAULT_METHOD, METHODS, approximate, default_sampler, estimate, min_budget
 from .games import GAMES, make_game
 from .results import DEFAULT_THRESHOLD, ShapleyResult, convergence
@@ -17,6 +18,7 @@ __all__ = [
     "convergence",
     "default_sampler",
     "estimate",
+    "estimate_indices",
     "make_game",
     "mask_key",
     "min_budget",

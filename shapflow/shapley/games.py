@@ -15,8 +15,19 @@ import numpy as np
 
 from .exact import exact_values
 from .samplers import MAX_ENUMERATION_PLAYERS
+from .saturating import saturating_values
 
-__all__ = ["GAMES", "AdditivePairwiseGame", "AirportGame", "Game", "GloveGame", "VotingGame", "make_game"]
+__all__ = [
+    "GAMES",
+    "MARKET_GAMES",
+    "AdditivePairwiseGame",
+    "AirportGame",
+    "Game",
+    "GloveGame",
+    "MarketGame",
+    "VotingGame",
+    "make_game",
+]
 
 
 class Game:
@@ -80,7 +91,8 @@ class AdditivePairwiseGame(Game):
 
 class AirportGame(Game):
     """v(S) = max_{i in S} c_i (0 for the empty coalition); Littlechild-Owen closed form for Shapley:
-    phi_(k) = sum_{j<=k} (c_(j) - c_(j-1)) / (n - j + 1) over costs sorted increasingly."""
+    phi_(k) = sum_{j<=k} (c_(j) - c_(j-1)) / (n - j + 1) over costs sorted increasingly; Banzhaf: the segment
+    c_(j) - c_(j-1) is paid by (k) when the n - j others of rank >= j are all absent, weight 2^-(n-j)."""
 
     def __init__(self, costs: np.ndarray, noise_std: float = 0.0, seed: int = 0) -> None:
         super().__init__(len(costs), noise_std, seed)
@@ -89,13 +101,19 @@ class AirportGame(Game):
     def value(self, masks: np.ndarray) -> np.ndarray:
         return np.max(np.where(masks, self.costs, 0.0), axis=1, initial=0.0)
 
-    def shapley_values(self) -> np.ndarray:
+    def _segments(self, weight: np.ndarray) -> np.ndarray:
+        """Values (n,) when rank k pays weight[j] of every segment c_(j) - c_(j-1), j <= k (0-based ranks)."""
         order = np.argsort(self.costs)
         c = np.concatenate([[0.0], self.costs[order]])
-        shares = np.cumsum(np.diff(c) / (self.n - np.arange(self.n)))
         values = np.empty(self.n)
-        values[order] = shares
+        values[order] = np.cumsum(np.diff(c) * weight)
         return values
+
+    def shapley_values(self) -> np.ndarray:
+        return self._segments(1.0 / (self.n - np.arange(self.n)))
+
+    def banzhaf_values(self) -> np.ndarray:
+        return self._segments(2.0 ** -(self.n - 1.0 - np.arange(self.n)))
 
 
 def _log_comb(n: np.ndarray | int, k: np.ndarray | int) -> np.ndarray:
@@ -181,6 +199,70 @@ class GloveGame(Game):
         return self._values("banzhaf")
 
 
+class MarketGame(Game):
+    """A data market: v(S) = v0 + sum_c A_c (1 - exp(-sum_g w_cg [S meets group g])) + b . x_S.
+
+    Value saturates in the amount of useful data (rates w_c (n_groups,) per component c, amplitudes A_c);
+    contributors in one group are redundant copies (the group counts once); b (n,) is an additive residue
+    (negative for harmful contributors). Exact Shapley and Banzhaf values for any n by `saturating_values`
+    (1-D Gauss-Legendre quadrature, exact for these polynomials), plus b.
+    """
+
+    def __init__(
+        self,
+        amplitudes: np.ndarray,
+        rates: np.ndarray,
+        group: np.ndarray,
+        b: np.ndarray,
+        noise_std: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(len(b), noise_std, seed)
+        self.amplitudes = np.asarray(amplitudes, dtype=float)
+        self.rates = np.atleast_2d(np.asarray(rates, dtype=float))  # (components, n_groups)
+        self.group = np.asarray(group, dtype=int)
+        self.b = np.asarray(b, dtype=float)
+        if self.rates.shape[0] != self.amplitudes.size or self.group.shape != (self.n,) or self.group.min() < 0:
+            raise ValueError("need one rate row per amplitude and one group label in 0..n_groups-1 per contributor")
+        self._cover = np.eye(self.rates.shape[1], dtype=float)[self.group]  # (n, n_groups) membership
+
+    def value(self, masks: np.ndarray) -> np.ndarray:
+        covered = ((masks.astype(float) @ self._cover) > 0).astype(float)
+        return (self.amplitudes * -np.expm1(-covered @ self.rates.T)).sum(axis=1) + masks.astype(float) @ self.b
+
+    def _values(self, index: str) -> np.ndarray:
+        parts = [saturating_values(a, w, self.group, index) for a, w in zip(self.amplitudes, self.rates, strict=True)]
+        return np.sum(parts, axis=0) + self.b
+
+    def shapley_values(self) -> np.ndarray:
+        return self._values("shapley")
+
+    def banzhaf_values(self) -> np.ndarray:
+        return self._values("banzhaf")
+
+
+def _market(n: int, rng: np.random.Generator, copies: float, mix: bool) -> tuple:
+    """Digits-shaped market parameters (amplitudes, rates, group, b).
+
+    At n = 16 a typical contributor alone earns ~74% of the saturating amplitude and ~3 contributors saturate it;
+    rates scale like 16/n, so the same fraction of the contributors saturates at any n. About n/8 contributors
+    are harmful (no useful data, b < 0); a `copies` share hold a copy of another contributor's data; the rest of b
+    is a small residue. mix adds a slow component (a quarter of the amplitude, saturating over all n).
+    """
+    n_copies = round(copies * n)
+    originals = n - n_copies
+    group = np.concatenate([np.arange(originals), rng.integers(0, originals, n_copies)])[rng.permutation(n)]
+    rates = 1.35 * (16.0 / n) * np.exp(rng.uniform(np.log(0.5), np.log(2.0), originals))
+    harmful = rng.choice(n, size=max(1, n // 8), replace=False)
+    rates[np.unique(group[harmful])] = 0.0
+    b = rng.normal(0.0, 0.01 * 16.0 / n, n)
+    b[harmful] = -rng.uniform(0.03, 0.1, harmful.size) * (16.0 / n)
+    if not mix:
+        return np.array([1.0]), rates, group, b
+    slow = rates * (1.5 / rates.sum())  # reaches 1 - exp(-1.5) = 78% of its amplitude with everyone in
+    return np.array([0.75, 0.25 / -np.expm1(-1.5)]), np.vstack([rates, slow]), group, b
+
+
 def _additive(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(0.0, 1.0, n), np.zeros((n, n))
 
@@ -211,4 +293,8 @@ GAMES: dict[str, Callable[[int, np.random.Generator, float, int], Game]] = {
         w := rng.integers(1, 11, n), int(np.ceil(0.5 * w.sum())), noise_std, seed
     ),
     "glove": lambda n, rng, noise_std, seed: GloveGame(n // 3, n - n // 3, noise_std, seed),
+    "market": lambda n, rng, noise_std, seed: MarketGame(*_market(n, rng, 0.0, False), noise_std, seed),
+    "market-copies": lambda n, rng, noise_std, seed: MarketGame(*_market(n, rng, 0.25, False), noise_std, seed),
+    "market-mix": lambda n, rng, noise_std, seed: MarketGame(*_market(n, rng, 0.25, True), noise_std, seed),
 }
+MARKET_GAMES = ("market", "market-copies", "market-mix")  # the shape of the digits sFT game (see _market)

@@ -33,7 +33,7 @@ import numpy as np
 from .regression import canonical_pairs, hc3_terms, sandwich_std
 from .results import ShapleyResult, make_result, pool_duplicates
 
-__all__ = ["MIN_DOF_FRACTION", "estimate_leverage", "fold_pairs", "ridge_gcv"]
+__all__ = ["MIN_DOF_FRACTION", "estimate_leverage", "fold_pairs", "leverage_fit", "ridge_gcv"]
 
 # GCV is unstable when the fit nearly interpolates (residual dof -> 0): keep at least this share of the pair
 # rows as residual degrees of freedom; it binds only at budgets close to 2n, where interpolation is hopeless.
@@ -41,17 +41,17 @@ MIN_DOF_FRACTION = 0.25
 
 
 def ridge_gcv(
-    X: np.ndarray, w: np.ndarray, z: np.ndarray, penalise: bool = True
+    X: np.ndarray, w: np.ndarray, z: np.ndarray, penalise: bool = True, constrained: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """min_d sum_r w_r (z_r - x_r^T d)^2 + lam |d|^2 subject to 1^T d = 0, lam by GCV (or 0 if not penalise).
 
     X (p, n), w (p,), z (p,). Solved in an orthonormal basis U (n, n-1) of {1^T d = 0} via the eigendecomposition
-    of the (n-1, n-1) Gram matrix. Returns d (n,), the constrained inverse Q_lam (n, n) (d moves by
-    Q_lam sum_r w_r x_r dz_r) and the shift d - d_0 (n,) from the unpenalised solution d_0 (0 when lam = 0): the
-    ridge's bias as far as the data can tell.
+    of the (n-1, n-1) Gram matrix (constrained=False: U is the identity and d is free). Returns d (n,), the
+    constrained inverse Q_lam (n, n) (d moves by Q_lam sum_r w_r x_r dz_r) and the shift d - d_0 (n,) from the
+    unpenalised solution d_0 (0 when lam = 0): the ridge's bias as far as the data can tell.
     """
     n = X.shape[1]
-    U = np.linalg.qr(np.eye(n)[:, : n - 1] - 1.0 / n)[0]  # orthonormal basis (n, n-1) of {1^T d = 0}
+    U = np.linalg.qr(np.eye(n)[:, : n - 1] - 1.0 / n)[0] if constrained else np.eye(n)  # basis of {1^T d = 0}
     root_w = np.sqrt(w)
     Z, zw = root_w[:, None] * (X @ U), root_w * z
     eigenvalues, R = np.linalg.eigh(Z.T @ Z)  # Z = V S R^T with S^2 = eigenvalues: one small (n-1)^2 problem
@@ -97,11 +97,11 @@ def _pairs_available(n: int) -> np.ndarray:
     return np.array([comb(n, s) // (2 if 2 * s == n else 1) if s else 1 for s in range(n // 2 + 1)], dtype=float)
 
 
-def estimate_leverage(
-    masks: np.ndarray, utilities: np.ndarray, *, v0: float, v1: float, ridge: bool = True
-) -> ShapleyResult:
-    """Leverage SHAP (Musco & Witter 2025), stratified, pair-folded, GCV ridge (module docstring); sampler
-    "leverage". ridge=False gives the unpenalised stratified estimator (the paper's closed form with weights)."""
+def leverage_fit(
+    masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, ridge: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1-4 of the module docstring on masks (m, n), utilities (m,): values (n,), their sandwich std (n,)
+    around the (ridge) solution and the ridge's shift (n,) from the unpenalised fit."""
     pooled = pool_duplicates(masks, utilities)
     n = masks.shape[1]
     k = pooled.masks.sum(axis=1)
@@ -114,5 +114,13 @@ def estimate_leverage(
     d, Q, shift = ridge_gcv(X, w_pair, z, penalise=ridge and not enumerated[1:].all())
     fpc = np.where(enumerated, 0.0, 1.0)
     G = hc3_terms(X, w_pair, z - X @ d, Q)
-    var = sandwich_std(G, np.arange(len(z)), stratum, fpc, Q) ** 2 + shift**2
-    return make_result(equal_split + d, np.sqrt(var), masks, len(masks), "leverage")
+    return equal_split + d, sandwich_std(G, np.arange(len(z)), stratum, fpc, Q), shift
+
+
+def estimate_leverage(
+    masks: np.ndarray, utilities: np.ndarray, *, v0: float, v1: float, ridge: bool = True
+) -> ShapleyResult:
+    """Leverage SHAP (Musco & Witter 2025), stratified, pair-folded, GCV ridge (module docstring); sampler
+    "leverage". ridge=False gives the unpenalised stratified estimator (the paper's closed form with weights)."""
+    values, std, shift = leverage_fit(masks, utilities, v0, v1, ridge)
+    return make_result(values, np.sqrt(std**2 + shift**2), masks, len(masks), "leverage")

@@ -149,18 +149,27 @@ def stratum_shares(n: int, gamma: float) -> np.ndarray:
     return shares / shares.sum()
 
 
-def _leverage_stream(n: int, seed: int, gamma: float) -> Iterator[tuple[np.ndarray, float]]:
+def _leverage_stream(n: int, seed: int, gamma: float, ends_first: bool) -> Iterator[tuple[np.ndarray, float]]:
     """Pairs (S, N \\ S) without replacement, stratified by size; the stratum schedule is deterministic.
 
     The t-th pair goes to the stratum with the largest Sainte-Lague quotient share_s / (2 count_s + 1) among
     strata not yet exhausted, so every prefix is as close to the target allocation as whole pairs allow and a
     stratum smaller than its allocation is enumerated completely (the "border" trick falls out of this).
+    ends_first: the n pairs ({i}, N \\ {i}) come first, in a seeded random order, then the schedule goes on with
+    that stratum exhausted.
     """
     rng = np.random.default_rng(seed)
     shares = stratum_shares(n, gamma)
     sizes = np.arange(1, n // 2 + 1)
     n_pairs = np.array([comb(n, s) // (2 if 2 * s == n else 1) for s in sizes], dtype=float)
     counts = np.zeros(len(sizes))
+    if ends_first:
+        log_p = log(shares[0]) - log(n_pairs[0]) - log(2.0)
+        for i in rng.permutation(n):
+            mask = np.arange(n) == i
+            yield mask, log_p
+            yield ~mask, log_p
+        counts[0] = n_pairs[0]
     seen: set[bytes] = set()
     while np.any(counts < n_pairs):
         quotient = np.where(counts < n_pairs, shares / (2 * counts + 1), -np.inf)
@@ -178,13 +187,15 @@ def _leverage_stream(n: int, seed: int, gamma: float) -> Iterator[tuple[np.ndarr
         yield ~mask, log_p
 
 
-def sample_leverage(n: int, budget: int, seed: int, gamma: float = 0.25) -> Coalitions:
+def sample_leverage(n: int, budget: int, seed: int, gamma: float = 0.25, ends_first: bool = False) -> Coalitions:
     """Paired, without replacement, size-stratified coalitions for the "leverage" estimator (see regression.py).
 
-    gamma interpolates the allocation over sizes between leverage scores (0) and the Shapley kernel (1).
+    gamma interpolates the allocation over sizes between leverage scores (0) and the Shapley kernel (1);
+    ends_first evaluates every ({i}, N \\ {i}) pair first (2n rows), then continues the schedule.
     """
     _check(n, budget, seed)
-    return _collect(_leverage_stream(n, seed, gamma), budget - budget % 2, n, "leverage", seed)
+    design = "leverage-ends" if ends_first else "leverage"  # ids of the two sequences must never collide
+    return _collect(_leverage_stream(n, seed, gamma, ends_first), budget - budget % 2, n, design, seed)
 
 
 def _codes_to_masks(codes: np.ndarray, n: int) -> np.ndarray:

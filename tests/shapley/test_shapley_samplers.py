@@ -71,3 +71,16 @@ def test_mask_key_is_stable_and_distinct():
     a = np.array([True, False, True])
     assert mask_key(a) == "3:5" and mask_key(a) == mask_key(a.copy())
     assert mask_key(np.array([True, False, True, False])) != mask_key(a)
+
+
+def test_ends_first_sampler_spends_the_first_2n_rows_on_singletons_and_leave_one_outs():
+    n = 9
+    coalitions = SAMPLERS["leverage"](n, 40, seed=1, ends_first=True)
+    sizes = coalitions.masks.sum(axis=1)
+    assert sorted(sizes[: 2 * n].tolist()) == [1] * n + [n - 1] * n
+    assert np.array_equal(coalitions.masks[: 2 * n : 2].sum(axis=0), np.ones(n))
+    assert coalitions.design == "leverage-ends" and coalitions.ids[0].startswith("leverage-ends-s1-")
+    longer = SAMPLERS["leverage"](n, 90, seed=1, ends_first=True)
+    assert np.array_equal(longer.masks[:40], coalitions.masks)
+    assert len({m.tobytes() for m in longer.masks}) == len(longer)
+    assert not np.array_equal(SAMPLERS["leverage"](n, 40, seed=1).masks, coalitions.masks)
