@@ -1,8 +1,9 @@
 """Every attribution method an evaluation compares, as contributor values (higher = more valuable).
 
 - Coalition studies (tracked attribute runs, reused when a FINISHED one with the same design exists):
-  sFT-Shapley (Leverage SHAP), sFT leave-one-out, sFT Banzhaf (MSR), sFT datamodels, FT-Shapley at the
-  compute of the sFT-Shapley study.
+  sFT-Shapley (the default, surrogate-assisted; its Banzhaf value and Leverage SHAP come from the same
+  coalitions at no extra cost), sFT leave-one-out, sFT Banzhaf by MSR on its own uniform design, sFT
+  datamodels, FT-Shapley at the compute of the sFT-Shapley study.
 - Retraining-based (ground-truth-style runs): leave-one-out by retraining (n + 1 retrainings with the
   first training seed, as leave-one-out is usually run: its seed noise is part of what it is) and
   Shapley by retraining at the fewest coalitions its estimator accepts (equal compute would allow fewer;
@@ -26,7 +27,7 @@ from shapflow.config import identity, stage_key
 from shapflow.evaluation.groundtruth import RetrainJob
 from shapflow.evaluation.plans import coalition_cost, equal_compute_budget, loo_jobs, retrain_shapley_jobs
 from shapflow.evaluation.runs import Retrained
-from shapflow.shapley import estimate, min_budget
+from shapflow.shapley import DEFAULT_METHOD, estimate, min_budget
 from shapflow.tracking import STAGE_TAG, STUDY_TAG, USE_CASE_TAG, Tracker, utilities_table
 from shapflow.utility import Study
 
@@ -35,11 +36,13 @@ __all__ = ["RETRAIN_METHODS", "STUDY_METHODS", "TRAK_METHODS", "MethodValues", "
 
 # name -> (estimator, utility method); budgets: 10 n for sFT designs, equal compute for FT
 STUDY_METHODS: dict[str, tuple[str, str]] = {
-    "sft-shapley": ("leverage", "sft"),
+    "sft-shapley": (DEFAULT_METHOD, "sft"),
+    "sft-banzhaf": ("surrogate-banzhaf", "sft"),  # the same coalitions as sft-shapley
+    "sft-leverage": ("leverage", "sft"),  # the same coalitions: the previous default
     "sft-loo": ("loo", "sft"),
-    "sft-banzhaf": ("banzhaf-msr", "sft"),
+    "sft-banzhaf-msr": ("banzhaf-msr", "sft"),
     "sft-datamodels": ("datamodels", "sft"),
-    "ft-shapley": ("leverage", "ft"),
+    "ft-shapley": (DEFAULT_METHOD, "ft"),
 }
 RETRAIN_METHODS = ("retrain-loo", "retrain-shapley")
 TRAK_METHODS = ("trak-mean", "dtrak-mean")
@@ -118,7 +121,7 @@ def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: s
     out = []
     for name, request, study_id, compute, source in studies:
         prefixes = _design_values(tables[study_id], request)
-        out.append(MethodValues(name, prefixes[max(prefixes)], "shapley" if "shapley" in name else "baseline",
+        out.append(MethodValues(name, prefixes[max(prefixes)], "shapley" if "shapley" in name or name == "sft-leverage" else "baseline",
                                 compute, source, prefixes, study_id, _pooled_values(tables[study_id], request.method)))
     return out
 
@@ -150,12 +153,12 @@ def retrain_methods(study: Study, outcomes: dict[str, Retrained], seeds: tuple[i
     loo_values = np.array([utility[full] - utility[bits(~np.eye(n, dtype=bool)[i])] for i in range(n)])
     masks, jobs = retrain_shapley_jobs(cfg, n, 0, version)
     by_mask = {job.mask: outcomes[job.key].utility for job in jobs}
-    shapley = estimate(masks, np.array([by_mask[bits(m)] for m in masks]), "leverage", v0=study.v0().utility,
+    shapley = estimate(masks, np.array([by_mask[bits(m)] for m in masks]), DEFAULT_METHOD, v0=study.v0().utility,
                        v1=by_mask[full])
     return [MethodValues("retrain-loo", loo_values, "baseline", (n + 1) * retrain_cost,
                          f"leave-one-out by retraining (seed {seeds[0]})"),
             MethodValues("retrain-shapley", np.asarray(shapley.values, float), "shapley",
-                         (len(masks) + 1) * retrain_cost, f"leverage on {len(masks)} retrained coalitions")]
+                         (len(masks) + 1) * retrain_cost, f"{DEFAULT_METHOD} on {len(masks)} retrained coalitions")]
 
 
 def _logged_method(tracker: Tracker, study: Study, name: str, key: str, parent: str | None, source: str,
