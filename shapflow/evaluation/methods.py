@@ -121,8 +121,8 @@ def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: s
     out = []
     for name, request, study_id, compute, source in studies:
         prefixes = _design_values(tables[study_id], request)
-        out.append(MethodValues(name, prefixes[max(prefixes)], "shapley" if "shapley" in name or name == "sft-leverage" else "baseline",
-                                compute, source, prefixes, study_id, _pooled_values(tables[study_id], request.method)))
+        family = "shapley" if "shapley" in name or name == "sft-leverage" else "baseline"
+        out.append(MethodValues(name, prefixes[max(prefixes)], family, compute, source, prefixes, study_id, _pooled_values(tables[study_id], request.method)))
     return out
 
 
