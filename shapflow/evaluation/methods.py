@@ -122,7 +122,8 @@ def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: s
     for name, request, study_id, compute, source in studies:
         prefixes = _design_values(tables[study_id], request)
         family = "shapley" if "shapley" in name or name == "sft-leverage" else "baseline"
-        out.append(MethodValues(name, prefixes[max(prefixes)], family, compute, source, prefixes, study_id, _pooled_values(tables[study_id], request.method)))
+        pooled = _pooled_values(tables[study_id], request.method)
+        out.append(MethodValues(name, prefixes[max(prefixes)], family, compute, source, prefixes, study_id, pooled))
     return out
 
 
