@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from shapflow.attribution.plan import bits, estimate_from_table, plan
+from shapflow.attribution.plan import CHECK_ROLE, bits, estimate_from_table, heldout_masks, plan
 from shapflow.attribution.report import image_grid
 from shapflow.attribution.request import Request
 from shapflow.config import identity, stage_key
@@ -58,13 +58,16 @@ class Driver:
                 "sampler": default_sampler(self.request.method), "seed": self.request.seed,
                 "sft_seed": self.request.cfg.sft.seed, "upstream_run": self.store.runs.get("finetune", "-"),
                 "upstream_model_version": f"{self.request.cfg.name}-pruned/{self.model_version}",
-                "config_hash": stage_key(self.request.cfg, "coalition")}
+                "config_hash": stage_key(self.request.cfg, "coalition"),
+                "role": CHECK_ROLE if cid.startswith(f"{CHECK_ROLE}-") else "plan"}
 
     def name(self, cid: str, mask: np.ndarray) -> str:
-        """E.g. ``coalition 0042 · 5/16 · clean-xl,twin-a,...``: readable in the MLflow UI's run list."""
+        """E.g. ``coalition 0042 · 5/16 · clean-xl,twin-a,...`` (``check 0003 · ...`` for a self-check coalition):
+        readable in the MLflow UI's run list."""
         members = ",".join(self.study.data.names[i] for i in np.flatnonzero(mask))
         smoke = "SMOKE " if self.request.cfg.tiny else ""
-        return f"{smoke}coalition {cid.rsplit('-', 1)[-1][-4:]} · {int(mask.sum())}/{mask.size} · {members[:60]}"
+        kind = CHECK_ROLE if cid.startswith(f"{CHECK_ROLE}-") else "coalition"
+        return f"{smoke}{kind} {cid.rsplit('-', 1)[-1][-4:]} · {int(mask.sum())}/{mask.size} · {members[:60]}"
 
     def key(self, mask: np.ndarray) -> str:
         """A coalition's identity: (coalition stage key via the study id, upstream run, mask, sFT seed)."""
@@ -89,6 +92,27 @@ class Driver:
 
             self.tracker.get_or_run(f"{cid} · {self.request.cfg.name}", "endpoint", self.key(mask), work,
                                     parent=self.parent, tags=self.tags(cid))
+
+    def check_coalitions(self) -> Coalitions:
+        """The run's self-check: the first ``request.check`` held-out coalitions of half the contributors (the
+        evaluation's held-out set), ids ``check-000000``..., never seen by an estimate."""
+        masks = heldout_masks(self.request.n_contributors, 0.5, self.request.check)
+        ids = [f"{CHECK_ROLE}-{r:06d}" for r in range(len(masks))]
+        return Coalitions(masks, np.zeros(len(masks)), ids, CHECK_ROLE)
+
+    def check(self, progress: bool) -> int:
+        """Evaluate and log the self-check coalitions with no FINISHED run yet; returns how many ran."""
+        checks = self.check_coalitions()
+        done = set(utilities_table(self.tracker, self.study_id).get("mask", pd.Series(dtype=str)))
+        pending = {r: mask for r, mask in enumerate(checks.masks) if bits(mask) not in done}
+        if not pending:
+            return 0
+        bar = tqdm(total=len(checks), initial=len(checks) - len(pending), desc="self-check", unit="S",
+                   disable=not progress, file=sys.stderr)
+        with Finisher(self.tracker) as finisher:
+            ran = self._evaluate(checks, pending, bar, finisher)
+        bar.close()
+        return ran
 
     def coalitions(self, progress: bool, batch: slice | None = None) -> int:
         """Evaluate and log the planned coalitions (of ``batch``) with no FINISHED run yet; returns how many ran.

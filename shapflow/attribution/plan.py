@@ -7,14 +7,24 @@ import numpy as np
 import pandas as pd
 
 from shapflow.attribution.request import Request
-from shapflow.shapley import SAMPLERS, Coalitions, ShapleyResult, default_sampler, estimate
+from shapflow.shapley import SAMPLERS, Coalitions, ShapleyResult, default_sampler, estimate, estimate_indices
 
-__all__ = ["bits", "design_rows", "estimate_from_table", "mask_of", "masks_of", "plan"]
+__all__ = ["CHECK_ROLE", "HELDOUT_SEED", "bits", "design_rows", "estimate_from_table", "heldout_masks",
+           "indices_from_table", "mask_of", "masks_of", "plan"]
+
+HELDOUT_SEED = 20_250_124  # held-out coalitions never coincide with a sampler's default stream (seed 0)
+CHECK_ROLE = "check"  # the ``role`` param of a held-out coalition an attribute run evaluates to check itself
 
 
 def plan(request: Request) -> Coalitions:
     """The coalitions to evaluate: the method's sampler, prefix-stable, so a rerun regenerates the same ids."""
     return SAMPLERS[default_sampler(request.method)](request.n_contributors, request.budget, request.seed)
+
+
+def heldout_masks(n: int, alpha: float, count: int, seed: int = HELDOUT_SEED) -> np.ndarray:
+    """``count`` distinct coalitions of round(alpha n) contributors, (count, n) bool, prefix-stable in count: the
+    evaluation's held-out ground truth, and (its first few, by sFT) an attribute run's self-check."""
+    return SAMPLERS["alpha"](n, count, seed, alpha=alpha).masks
 
 
 def masks_of(table: pd.DataFrame) -> np.ndarray:
@@ -38,11 +48,12 @@ def design_rows(table: pd.DataFrame, planned: np.ndarray | None) -> pd.DataFrame
     """The coalition rows of ``planned`` masks (in plan order, repeats kept; not-yet-run masks left out).
 
     A study's table holds every coalition any design evaluated for it (runs are shared by mask), so an
-    estimator must read only its own design's rows. ``planned=None``: every coalition row.
+    estimator must read only its own design's rows. ``planned=None``: every coalition row but the held-out
+    self-check ones (they test the values, so no estimate may see them).
     """
     rows = table[table["stage"] == "coalition"]
     if planned is None:
-        return rows
+        return rows[rows["role"] != CHECK_ROLE] if "role" in rows else rows
     by_mask = rows.drop_duplicates("mask").set_index("mask", drop=False)
     wanted = [bits(mask) for mask in planned]
     return by_mask.loc[[m for m in wanted if m in by_mask.index]].reset_index(drop=True)
@@ -54,3 +65,23 @@ def estimate_from_table(table: pd.DataFrame, method: str, planned: np.ndarray | 
     rows = design_rows(table, planned)
     return estimate(masks_of(rows), rows["utility"].to_numpy(float), method, v0=float(ends["v0"]),
                     v1=float(ends["v1"]))
+
+
+def indices_from_table(table: pd.DataFrame, method: str,
+                       planned: np.ndarray | None = None) -> tuple[ShapleyResult, ShapleyResult | None]:
+    """(values by ``method``, Banzhaf values of the same coalitions) from a utilities table; the default
+    surrogate-assisted method gives both from one fit. The second is None where ``method`` is already a Banzhaf
+    method or the rows are too few for the surrogate."""
+    ends = table[table["stage"] == "endpoint"].set_index("coalition_id")["utility"]
+    rows = design_rows(table, planned)
+    masks, utilities, v0, v1 = masks_of(rows), rows["utility"].to_numpy(float), float(ends["v0"]), float(ends["v1"])
+    if method == "surrogate-shapley":
+        both = estimate_indices(masks, utilities, v0=v0, v1=v1)
+        return both["shapley"], both["banzhaf"]
+    main = estimate(masks, utilities, method, v0=v0, v1=v1)
+    if "banzhaf" in method:
+        return main, None
+    try:
+        return main, estimate(masks, utilities, "surrogate-banzhaf", v0=v0, v1=v1)
+    except ValueError:
+        return main, None

@@ -1,7 +1,11 @@
 """What users look at: the values table (CSV + markdown, std and 95% CI), bar chart, convergence plot, image grids.
 
+The table carries two indices estimated from the same coalitions: the Shapley value (``value``: it splits
+exactly v(all) - v(empty), what a payout needs) and the Banzhaf value (``banzhaf``: the best additive predictor
+of what happens to coalitions of about half the contributors), each with its std and 95% interval, and says how
+precise they are (``precision``: the mean std and the share of contributor pairs whose intervals are disjoint).
 Plots use matplotlib's Agg backend (no display needed). ``values_frame`` is the single place the table's
-columns are defined: contributor, value, std, ci95_low, ci95_high (CI = value +- 1.96 std).
+columns are defined (CI = value +- 1.96 std).
 """
 
 from __future__ import annotations
@@ -17,27 +21,56 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from shapflow.attribution.plan import design_rows, estimate_from_table, masks_of
+from shapflow.attribution.plan import CHECK_ROLE, design_rows, indices_from_table, masks_of
 from shapflow.shapley import ShapleyResult, estimate
+from shapflow.shapley.lds import MIN_COALITIONS, lds, random_floor
 
-__all__ = ["convergence_curve", "image_grid", "markdown_table", "plot_convergence", "plot_values", "report_from_table",
-           "values_frame", "write_report"]
+__all__ = ["INDEX_QUESTIONS", "convergence_curve", "image_grid", "markdown_table", "plot_convergence", "plot_values",
+           "precision", "report_from_table", "self_check", "values_frame", "write_check", "write_report"]
 
 Z95 = 1.96
+INDEX_QUESTIONS = {
+    "value": "Shapley value: splits v(all) - v(empty) exactly among the contributors, averaging each one's "
+             "marginal contribution over every order of arrival (what a payout needs).",
+    "banzhaf": "Banzhaf value, same coalitions: the best additive predictor of the property of coalitions of about "
+               "half the contributors (what an LDS at alpha = 0.5 tests).",
+}
 
 
-def values_frame(names: tuple[str, ...] | list[str], result: ShapleyResult) -> pd.DataFrame:
-    """One row per contributor, sorted by value (highest first): contributor, value, std, ci95_low, ci95_high."""
-    frame = pd.DataFrame({"contributor": list(names), "value": result.values, "std": result.std})
-    frame["ci95_low"] = frame["value"] - Z95 * frame["std"]
-    frame["ci95_high"] = frame["value"] + Z95 * frame["std"]
-    return frame.sort_values("value", ascending=False, kind="stable").reset_index(drop=True)
+def precision(result: ShapleyResult) -> dict[str, float]:
+    """How precise values are: mean std, and the share of the n (n - 1) / 2 contributor pairs whose 95% intervals
+    are disjoint (a pair with an unknown std is not separated)."""
+    low, high = result.values - Z95 * result.std, result.values + Z95 * result.std
+    i, j = np.triu_indices(len(result.values), k=1)
+    separated = (high[i] < low[j]) | (high[j] < low[i])
+    return {"mean_std": float(np.mean(result.std)), "pairs_separated": float(np.mean(separated)) if i.size else 0.0,
+            "pairs": int(i.size)}
+
+
+def values_frame(names: tuple[str, ...] | list[str], result: ShapleyResult,
+                 banzhaf: ShapleyResult | None = None) -> pd.DataFrame:
+    """One row per contributor, sorted by value (highest first): contributor, value, std, ci95_low, ci95_high,
+    and (given the Banzhaf result of the same coalitions) banzhaf, banzhaf_std, banzhaf_ci95_low/high."""
+    columns = {"contributor": list(names), "value": result.values, "std": result.std}
+    if banzhaf is not None:
+        columns |= {"banzhaf": banzhaf.values, "banzhaf_std": banzhaf.std}
+    frame = pd.DataFrame(columns)
+    for prefix in ("", "banzhaf_") if banzhaf is not None else ("",):
+        centre = frame["banzhaf" if prefix else "value"]
+        frame[f"{prefix}ci95_low"] = centre - Z95 * frame[f"{prefix}std"]
+        frame[f"{prefix}ci95_high"] = centre + Z95 * frame[f"{prefix}std"]
+    order = ["contributor", "value", "std", "ci95_low", "ci95_high"]
+    if banzhaf is not None:
+        order += ["banzhaf", "banzhaf_std", "banzhaf_ci95_low", "banzhaf_ci95_high"]
+    return frame[order].sort_values("value", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub-markdown table of ``frame`` (numbers rounded), without needing ``tabulate``."""
     def cell(value: object) -> str:
-        return f"{value:.{digits}f}" if isinstance(value, float | np.floating) else str(value)
+        if isinstance(value, float | np.floating):
+            return "n/a" if np.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
 
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -45,14 +78,20 @@ def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
 
 
 def plot_values(frame: pd.DataFrame, path: Path, title: str) -> Path:
-    """Horizontal bar chart of values with 95% CI error bars, sorted by value."""
+    """Horizontal bars of each index with 95% CI error bars, contributors sorted by Shapley value; one panel
+    per index (Shapley, and Banzhaf where the table has it)."""
     ordered = frame.sort_values("value", kind="stable")
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(ordered) + 1.5))
-    ax.barh(ordered["contributor"], ordered["value"], xerr=Z95 * ordered["std"].fillna(0.0), capsize=3,
-            color=np.where(ordered["value"] >= 0, "tab:blue", "tab:red"))
-    ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.set_xlabel("Shapley value (error bars: 95% CI)")
-    ax.set_title(title)
+    panels = [("value", "std", "Shapley value")] + ([("banzhaf", "banzhaf_std", "Banzhaf value")]
+                                                    if "banzhaf" in frame else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.35 * len(ordered) + 1.5), sharey=True,
+                             squeeze=False)
+    for ax, (column, std, label) in zip(axes[0], panels, strict=True):
+        ax.barh(ordered["contributor"], ordered[column], xerr=Z95 * ordered[std].fillna(0.0), capsize=3,
+                color=np.where(ordered[column] >= 0, "tab:blue", "tab:red"))
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        unknown = bool(ordered[std].isna().any())
+        ax.set_xlabel(f"{label} (error bars: 95% CI" + ("; n/a: too few coalitions to estimate)" if unknown else ")"))
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -110,12 +149,22 @@ def image_grid(images: torch.Tensor, path: Path, nrow: int = 8, scale: int = 4) 
 
 
 def write_report(folder: Path, names: tuple[str, ...] | list[str], result: ShapleyResult, title: str,
-                 curve: tuple[list[int], np.ndarray] | None = None) -> pd.DataFrame:
-    """Write values.csv, values.md, values.png (and convergence.png given a curve) into ``folder``."""
+                 curve: tuple[list[int], np.ndarray] | None = None, banzhaf: ShapleyResult | None = None,
+                 notes: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Write values.csv, values.md (what each index answers, how precise it is, ``notes``), values.png (and
+    convergence.png given a curve) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    frame = values_frame(names, result)
+    frame = values_frame(names, result, banzhaf)
     frame.to_csv(folder / "values.csv", index=False)
-    (folder / "values.md").write_text(f"# {title}\n\n{markdown_table(frame)}")
+    lines = [f"# {title}", "", *(f"- {INDEX_QUESTIONS[c]}" for c in ("value", "banzhaf") if c in frame)]
+    for label, index in (("Shapley", result), ("Banzhaf", banzhaf)):
+        if index is not None:
+            p = precision(index)
+            lines.append(f"- {label} precision: mean std {p['mean_std']:.4f}; {p['pairs_separated']:.0%} of the "
+                         f"{p['pairs']} contributor pairs have disjoint 95% intervals ({index.method}, "
+                         f"{index.n_evaluations} coalitions).")
+    lines += [f"- {note}" for note in notes]
+    (folder / "values.md").write_text("\n".join(lines) + "\n\n" + markdown_table(frame))
     plot_values(frame, folder / "values.png", title)
     if curve is not None and curve[0]:
         plot_convergence(names, curve[0], curve[1], folder / "convergence.png", f"convergence · {title}")
@@ -123,16 +172,47 @@ def write_report(folder: Path, names: tuple[str, ...] | list[str], result: Shapl
 
 
 def report_from_table(table: pd.DataFrame, title: str, method: str, folder: Path,
-                      planned: np.ndarray | None = None) -> tuple[ShapleyResult, pd.DataFrame]:
-    """Values by ``method`` from a utilities table, written with their plots into ``folder``: (result, values table).
+                      planned: np.ndarray | None = None,
+                      notes: tuple[str, ...] = ()) -> tuple[ShapleyResult, ShapleyResult | None, pd.DataFrame]:
+    """Values by ``method`` (and the Banzhaf values of the same coalitions) from a utilities table, written with
+    their plots into ``folder``: (result, Banzhaf result or None, values table).
 
     ``planned``: the design's masks (see ``plan.design_rows``). Contributor names come from the v1 (grand
     coalition) row, which lists everyone in index order.
     """
-    values = estimate_from_table(table, method, planned)
+    values, banzhaf = indices_from_table(table, method, planned)
     rows = design_rows(table, planned)
     ends = table[table["stage"] == "endpoint"].set_index("coalition_id")
     curve = convergence_curve(masks_of(rows), rows["utility"].to_numpy(float), float(ends.loc["v0", "utility"]),
                               float(ends.loc["v1", "utility"]), method)
     names = ends.loc["v1", "contributors"].split(",")
-    return values, write_report(folder, names, values, f"{title} · {method}", curve)
+    frame = write_report(folder, names, values, f"{title} · {method}", curve, banzhaf, notes)
+    return values, banzhaf, frame
+
+
+def self_check(table: pd.DataFrame, results: dict[str, ShapleyResult | None]) -> dict[str, float]:
+    """How well each index predicts the run's held-out self-check coalitions, evaluated by the same utility and
+    seen by no estimate: ``check.lds_<index>`` = 100 x Spearman(sum of the values over S, v(S)), beside the noise
+    floor (``check.random_high``: the 97.5th percentile of the LDS of random values). {} with fewer than 3."""
+    rows = table[(table["stage"] == "coalition") & (table.get("role", "plan") == CHECK_ROLE)] if len(table) else table
+    if len(rows) < MIN_COALITIONS:
+        return {}
+    masks, truth = masks_of(rows), rows["utility"].to_numpy(float)
+    out = {"check.coalitions": float(len(rows)), "check.random_high": random_floor(masks, truth).high}
+    for name, result in results.items():
+        if result is not None:
+            out[f"check.lds_{name}"] = lds(result.values, masks, truth, n_boot=0).mean
+    return out
+
+
+def write_check(folder: Path, checked: dict[str, float]) -> None:
+    """Add the self-check to values.md: what it measured and against which floor."""
+    scores = ", ".join(f"{name.removeprefix('check.lds_')} {value:.1f}" for name, value in checked.items()
+                       if name.startswith("check.lds_"))
+    line = (f"- Self-check: on {int(checked['check.coalitions'])} held-out coalitions of half the contributors, "
+            f"evaluated by the same utility and used by no estimate, the values rank them at LDS {scores} "
+            f"(random values reach {checked['check.random_high']:.1f} at the 97.5th percentile). This checks the "
+            "estimate against the utility it was given; `shapflow evaluate lds` checks it against retraining.")
+    text = (folder / "values.md").read_text()
+    head, _, table = text.partition("\n\n| ")  # the notes, then the table
+    (folder / "values.md").write_text(f"{head}\n{line}\n\n| {table}")

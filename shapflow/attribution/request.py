@@ -39,6 +39,7 @@ class Request:
     until_converged: bool = False
     threshold: float = DEFAULT_THRESHOLD
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+    check: int = 0  # held-out half-size coalitions evaluated by the same utility to check the values
 
 
 def split_overrides(text: str | tuple[str, ...] | list[str]) -> list[str]:
@@ -63,13 +64,16 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
                   budget: int | None = None, method: str = DEFAULT_METHOD, seed: int = 0, workers: int | None = None,
                   alias: str | None = None, experiment: str | None = None, tiny: bool = False,
                   until_converged: bool = False, threshold: float = DEFAULT_THRESHOLD, executor: str = "local",
-                  ray_address: str | None = None, num_gpus: float = 0.0, max_retries: int = 3) -> Request:
+                  ray_address: str | None = None, num_gpus: float = 0.0, max_retries: int = 3,
+                  check: str | int = "auto") -> Request:
     """Validate every parameter and check every external asset BEFORE any run exists.
 
     ``budget`` None or 0: 10 n. ``workers`` None or 0: one per core for light families, else one.
     ``until_converged``: stop before ``budget`` once the values converge (``threshold`` x their range).
     ``executor``/``ray_address``/``num_gpus``/``max_retries``: where coalitions run (``ExecutorSpec``).
     ``tiny`` (or ``tiny=true`` in the config) selects the SMOKE configuration.
+    ``check``: held-out coalitions of half the contributors the run evaluates by the same utility, to report how
+    well the values predict them; ``auto``: 10% of the budget (8 to 48, at most 20%), 0: none.
     """
     cfg = load_config(config or use_case, overrides, tiny)
     family = family_of(cfg)
@@ -95,4 +99,18 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
     if not threshold > 0:
         raise ConfigError(f"threshold={threshold} is invalid: use a positive fraction of the value range, e.g. 0.05")
     return Request(cfg, budget, method, seed, workers, alias, experiment or cfg.name, n, until_converged, threshold,
-                   spec)
+                   spec, _check_count(check, budget))
+
+
+def _check_count(check: str | int, budget: int) -> int:
+    """The number of self-check coalitions: ``auto`` = 10% of the budget, within 8..48 and at most 20% of it."""
+    if str(check).strip().lower() == "auto":
+        return min(max(8, round(0.1 * budget)), 48, budget // 5)
+    try:
+        count = int(float(check))
+    except ValueError:
+        count = -1
+    if count < 0 or float(check) != count:
+        raise ConfigError(f"check={check!r} is invalid: use auto, 0 (no self-check) or a number of held-out "
+                          "coalitions")
+    return count

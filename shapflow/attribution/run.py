@@ -18,7 +18,7 @@ import pandas as pd
 
 from shapflow.attribution.driver import Driver
 from shapflow.attribution.plan import plan
-from shapflow.attribution.report import image_grid, report_from_table
+from shapflow.attribution.report import image_grid, precision, report_from_table, self_check, write_check
 from shapflow.attribution.request import Request
 from shapflow.config import identity, stage_key
 from shapflow.shapley import convergence
@@ -113,20 +113,28 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
     evaluated = driver.coalitions(progress, batch)
     if batch is not None:
         return AttributeResult(parent, tracker.experiment_id, study_id, pd.DataFrame(), "", evaluated)
+    driver.check(progress)
     return _report(tracker, request, study, parent, study_id, workdir / "report", evaluated)
 
 
 def _report(tracker: Tracker, request: Request, study: Study, parent: str, study_id: str, folder: Path,
             evaluated: int) -> AttributeResult:
-    """The values table and plots of the study's logged utilities, logged as the attribute run's outputs."""
-    values, frame = report_from_table(utilities_table(tracker, study_id), request.cfg.name, request.method, folder,
-                                      plan(request).masks)
+    """The values table and plots of the study's logged utilities, logged as the attribute run's outputs, with
+    their precision and the self-check as metrics."""
+    table = utilities_table(tracker, study_id)
+    values, banzhaf, frame = report_from_table(table, request.cfg.name, request.method, folder, plan(request).masks)
+    checked = self_check(table, {"shapley": values, "banzhaf": banzhaf})
+    if checked:
+        write_check(folder, checked)
     image_grid(study.images(num_images=64), folder / "samples_full.png")
     tracker.call("log_artifacts", parent, str(folder))
     ok, more = convergence(values, request.threshold)
     per_contributor = {f"value.{r.contributor}": r.value for r in frame.itertuples()}
+    quality = {f"precision.{k}": v for k, v in precision(values).items()}
+    if banzhaf is not None:
+        quality |= {f"precision.banzhaf_{k}": v for k, v in precision(banzhaf).items()}
     tracker.log(parent, metrics={"coalitions": int(values.n_evaluations), "converged": float(ok),
-                                 "forecast_additional": float(more), **per_contributor})
+                                 "forecast_additional": float(more), **quality, **checked, **per_contributor})
     run = tracker.call("get_run", parent)
     return AttributeResult(parent, tracker.experiment_id, study_id, frame, run.info.artifact_uri, evaluated)
 
@@ -136,7 +144,7 @@ def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, meth
     (nested under the attribute run ``parent``: a logged run is never overwritten)."""
     table = utilities_table(tracker, study_id)
     with tempfile.TemporaryDirectory(prefix="shapflow-estimate-") as tmp:
-        _, frame = report_from_table(table, use_case, method, Path(tmp))
+        _, _, frame = report_from_table(table, use_case, method, Path(tmp))
         tags = {STAGE_TAG: "estimate", USE_CASE_TAG: use_case, "shapflow.of_study": study_id}
         run_id = tracker.start(f"estimate · {use_case} · {method}", tags, parent=parent)
         tracker.log(run_id, params={"method": method, "coalitions": int((table["stage"] == "coalition").sum()),

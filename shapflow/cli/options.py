@@ -42,6 +42,9 @@ def attribute_options(command):
                      help="Stop before the budget once every value's std is within --threshold of their range."),
         click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
                      help="Convergence rule: worst std <= threshold x (max value - min value)."),
+        click.option("--check", default="auto", show_default=True,
+                     help="Held-out half-size coalitions evaluated to check how well the values predict them "
+                          "(auto: 10% of the budget; 0: none)."),
         click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
                      help="local processes (--workers) or one Ray task per coalition."),
         click.option("--ray-address", default=None,

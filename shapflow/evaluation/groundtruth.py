@@ -18,25 +18,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shapflow.attribution.plan import mask_of
+from shapflow.attribution.plan import heldout_masks, mask_of
 from shapflow.config import UseCaseConfig, from_dict, identity, stage_key, to_dict
 from shapflow.data import ContributorDataset
 from shapflow.execution import spawn_pool
 from shapflow.generation.ddim import sample
 from shapflow.models import build_unet
 from shapflow.properties import Property
-from shapflow.shapley import SAMPLERS
 from shapflow.training import Member, sampling_state, train_many
 from shapflow.utility import family_of, load_scorer
 
 __all__ = ["ALPHAS", "RetrainJob", "RetrainOutcome", "heldout_masks", "job_key", "run_jobs"]
 
 ALPHAS = (0.25, 0.5, 0.75)
-HELDOUT_SEED = 20_250_124  # held-out coalitions never coincide with a sampler's default stream (seed 0)
 
 
 @dataclass(frozen=True)
@@ -64,11 +61,6 @@ class RetrainOutcome:
         """A JSON-able line for a results file (images dropped)."""
         return {"job": asdict(self.job), "utility": self.utility, "properties": self.properties,
                 "timings": self.timings, "device": self.device}
-
-
-def heldout_masks(n: int, alpha: float, count: int, seed: int = HELDOUT_SEED) -> np.ndarray:
-    """``count`` distinct coalitions of round(alpha n) contributors, (count, n) bool, prefix-stable in count."""
-    return SAMPLERS["alpha"](n, count, seed, alpha=alpha).masks
 
 
 def job_key(cfg: UseCaseConfig, mask: str, seed: int, version: str) -> str:

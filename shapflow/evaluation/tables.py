@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from shapflow.evaluation.lds import LDSResult, NoiseFloor, lds_of_predictions
+from shapflow.shapley.lds import LDSResult, NoiseFloor, lds_of_predictions
 
 __all__ = ["RANDOM", "SIZE_ONLY", "results_frame", "scatter_plots", "to_markdown", "write_json", "write_tables"]
 

@@ -68,6 +68,7 @@ def utilities_table(tracker: Tracker, study: str) -> pd.DataFrame:
     runs = tracker.search(f"tags.`{STUDY_TAG}` = '{study}' AND attributes.status = 'FINISHED'")
     rows = [{"coalition_id": r.data.params.get("coalition_id", ""), "mask": r.data.params.get("mask", ""),
              "size": int(r.data.params.get("size", 0)), "contributors": r.data.params.get("contributors", ""),
+             "role": r.data.params.get("role", "plan"),
              **r.data.metrics, "run_id": r.info.run_id, "stage": r.data.tags.get(STAGE_TAG, "")}
             for r in runs if r.data.tags.get(STAGE_TAG) in ("coalition", "endpoint")]
     frame = pd.DataFrame(rows)

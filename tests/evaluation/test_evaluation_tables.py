@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shapflow.evaluation.lds import lds, random_floor, relative_change, size_only
 from shapflow.evaluation.tables import results_frame, scatter_plots, to_markdown, write_json, write_tables
+from shapflow.shapley.lds import lds, random_floor, relative_change, size_only
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_no_torch_or_mlflow_imported():
         "import sys, types\n"
         "for name, path in (('shapflow', sys.argv[1]), ('shapflow.evaluation', sys.argv[1] + '/evaluation')):\n"
         "    sys.modules[name] = types.ModuleType(name); sys.modules[name].__path__ = [path]\n"
-        "import shapflow.evaluation.lds, shapflow.evaluation.tables\n"
+        "import shapflow.shapley.lds, shapflow.evaluation.tables\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'mlflow')]; print(bad); assert not bad\n"
     )
     done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from shapflow.evaluation.lds import (
+from shapflow.shapley.lds import (
     lds,
     lds_of_predictions,
     random_floor,
