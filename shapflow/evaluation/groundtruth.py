@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from shapflow.attribution.plan import heldout_masks, mask_of
+from shapflow.attribution.plan import mask_of
 from shapflow.config import UseCaseConfig, from_dict, identity, stage_key, to_dict
 from shapflow.data import ContributorDataset
 from shapflow.execution import spawn_pool
@@ -31,7 +31,7 @@ from shapflow.properties import Property
 from shapflow.training import Member, sampling_state, train_many
 from shapflow.utility import family_of, load_scorer
 
-__all__ = ["ALPHAS", "RetrainJob", "RetrainOutcome", "heldout_masks", "job_key", "run_jobs"]
+__all__ = ["ALPHAS", "RetrainJob", "RetrainOutcome", "job_key", "run_jobs"]
 
 ALPHAS = (0.25, 0.5, 0.75)
 

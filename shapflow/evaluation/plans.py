@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from shapflow.attribution.plan import bits
+from shapflow.attribution.plan import bits, heldout_masks
 from shapflow.config import UseCaseConfig
-from shapflow.evaluation.groundtruth import RetrainJob, heldout_masks, job_key
+from shapflow.evaluation.groundtruth import RetrainJob, job_key
 from shapflow.shapley import SAMPLERS, min_budget
 
 __all__ = ["COUNTERFACTUALS", "coalition_cost", "counterfactual_jobs", "counterfactual_masks", "equal_compute_budget",

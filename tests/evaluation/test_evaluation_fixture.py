@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from shapflow.attribution import load_config
-from shapflow.attribution.plan import bits
+from shapflow.attribution.plan import bits, heldout_masks
 from shapflow.config import ConfigError, apply_overrides
 from shapflow.data import load_data
 from shapflow.evaluation.evaluate import parse_eval_request
 from shapflow.evaluation.fixture import load_fixture, recipe_hash, write_fixture
-from shapflow.evaluation.groundtruth import RetrainJob, heldout_masks, job_key
+from shapflow.evaluation.groundtruth import RetrainJob, job_key
 from shapflow.evaluation.runs import ensure_retrained, finished_retrains
 from shapflow.evaluation.worker import config_stamp
 from shapflow.testing.fast import FAST_SETTINGS

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from shapflow.attribution import load_config
-from shapflow.attribution.plan import bits
+from shapflow.attribution.plan import bits, heldout_masks
 from shapflow.cli.main import main
 from shapflow.data import load_data
 from shapflow.evaluation import groundtruth
-from shapflow.evaluation.groundtruth import RetrainJob, heldout_masks, job_key
-from shapflow.evaluation.runs import RETRAIN_STAGE, ensure_retrained, finished_retrains
+from shapflow.evaluation.groundtruth import RetrainJob, job_key
+from shapflow.evaluation.runs import RETRAIN_STAGE, JobsExported, ensure_retrained, finished_retrains
 from shapflow.evaluation.worker import main as worker_main
 from shapflow.evaluation.worker import write_jobs
 from shapflow.testing.fast import FAST_SETTINGS
@@ -71,7 +71,7 @@ def test_export_then_ingest_logs_each_job_once_and_refuses_foreign_lines(setup, 
     cfg, data, scorer, jobs = setup
     tracker = open_tracker("gt", f"sqlite:///{tmp_path}/mlruns.db")
     export = tmp_path / "jobs.json"
-    with pytest.raises(SystemExit, match="3 retraining"):
+    with pytest.raises(JobsExported, match="3 retraining"):
         ensure_retrained(tracker, cfg, data, scorer, jobs, export=export)
     results = tmp_path / "results.jsonl"
     assert worker_main([str(export), "--out", str(results), "--stack", "3"]) == 0
