@@ -37,7 +37,9 @@ def values_frame(names: tuple[str, ...] | list[str], result: ShapleyResult) -> p
 def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub-markdown table of ``frame`` (numbers rounded), without needing ``tabulate``."""
     def cell(value: object) -> str:
-        return f"{value:.{digits}f}" if isinstance(value, float | np.floating) else str(value)
+        if isinstance(value, float | np.floating):
+            return "n/a" if np.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
 
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -51,7 +53,8 @@ def plot_values(frame: pd.DataFrame, path: Path, title: str) -> Path:
     ax.barh(ordered["contributor"], ordered["value"], xerr=Z95 * ordered["std"].fillna(0.0), capsize=3,
             color=np.where(ordered["value"] >= 0, "tab:blue", "tab:red"))
     ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.set_xlabel("Shapley value (error bars: 95% CI)")
+    unknown = bool(ordered["std"].isna().any())
+    ax.set_xlabel("Shapley value (error bars: 95% CI" + ("; n/a: too few coalitions to estimate)" if unknown else ")"))
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
