@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from mlflow.exceptions import MlflowException
 
+from shapflow.cli.errors import registry_lookup
 from shapflow.tracking import RegisteredModel, load_registered, open_tracker
 from shapflow.utility import load_scorer, stage_properties
 
@@ -62,7 +63,8 @@ def models_alias(name: str, alias: str, version: str) -> None:
     \b
     Example:  shapflow models alias digits-pruned prod --version 1
     """
-    open_tracker().call("set_registered_model_alias", name, alias, version)
+    with registry_lookup(f"cannot point {name}@{alias} at version {version}"):
+        open_tracker().call("set_registered_model_alias", name, alias, version)
     click.echo(f"{name}@{alias} -> version {version}")
 
 
