@@ -353,12 +353,13 @@ def _store_lock(uri: str) -> Iterator[None]:
 def client_for(uri: str) -> MlflowClient:
     """An MlflowClient on ``uri`` (tracking and registry), the store created and migrated once per process under
     ``_store_lock``: MLflow's own first-use migration of a new SQLite file is not safe to run twice at once."""
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    if uri not in _READY:
-        with _store_lock(uri):
-            client.search_experiments(max_results=1)
-            client.search_registered_models(max_results=1)
-        _READY.add(uri)
+    if uri in _READY:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with _store_lock(uri):  # the client itself may already open (and so migrate) the store
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    _READY.add(uri)
     return client
 
 
