@@ -133,7 +133,11 @@ def reestimate_command(experiment: str | None, method: str, study: str | None) -
 @main.command("attribute", hidden=True)
 @_with_reestimate_options
 def attribute_command(experiment: str | None, method: str, study: str | None) -> None:
-    """Old name of ``shapflow reestimate`` (kept for one release)."""
+    """Old name of ``shapflow reestimate`` (kept for one release).
+
+    \b
+    Example:  shapflow reestimate --method kernelshap-paired
+    """
     click.echo("shapflow attribute is now `shapflow reestimate` (this alias goes in the next release)", err=True)
     _reestimate(experiment, method, study)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 
 from shapflow.tracking.store import STAGE_TAG, STUDY_TAG, Tracker, client_for, default_tracking_uri
 
@@ -36,7 +37,7 @@ def parent_run(tracker: Tracker, name: str, tags: dict[str, str]) -> Iterator[st
     ``--experiment-name``) only links to the new run, so both commands share the use case's experiment.
     """
     tracker.retire_leftovers()
-    adopted = os.environ.get("MLFLOW_RUN_ID")
+    adopted = _adoptable(tracker, os.environ.get("MLFLOW_RUN_ID"))
     if adopted and tracker.call("get_run", adopted).info.experiment_id == tracker.experiment_id:
         tracker.adopt(adopted, {**tags, "mlflow.runName": name})
         try:
@@ -60,6 +61,19 @@ def parent_run(tracker: Tracker, name: str, tags: dict[str, str]) -> Iterator[st
         tracker.end(run_id, "FAILED")
         raise
     tracker.end(run_id)
+
+
+def _adoptable(tracker: Tracker, run_id: str | None) -> str | None:
+    """``run_id`` when this store holds it (``mlflow run`` may log to another store: MLFLOW_TRACKING_URI unset)."""
+    if not run_id:
+        return None
+    try:
+        tracker.call("get_run", run_id)
+    except MlflowException:
+        print(f"shapflow: the mlflow run run {run_id} is not in {tracker.uri}; logging there without it (export "
+              "MLFLOW_TRACKING_URI before mlflow run to use one store)", file=sys.stderr)
+        return None
+    return run_id
 
 
 @dataclass(frozen=True)
@@ -115,7 +129,7 @@ _DISCARD = """
 import sys, time
 from mlflow.tracking import MlflowClient
 uri, run_id, deadline = sys.argv[1], sys.argv[2], time.monotonic() + float(sys.argv[3])
-client = MlflowClient(tracking_uri=uri)
+client = MlflowClient(tracking_uri=uri or None)
 while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
     time.sleep(0.2)
 client.delete_run(run_id)
@@ -129,6 +143,7 @@ def discard_when_ended(run_id: str, uri: str | None = None, timeout: float = 120
     For the run ``mlflow run`` made for a request its script rejected: ``mlflow run`` ends its run after the
     script exits, even a deleted one (MLflow then prints a traceback), so the script cannot delete it itself.
     """
-    subprocess.Popen([sys.executable, "-c", _DISCARD, uri or default_tracking_uri(), run_id, str(timeout)],
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "")  # where `mlflow run` made it ("": MLflow's default)
+    subprocess.Popen([sys.executable, "-c", _DISCARD, uri, run_id, str(timeout)],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True)

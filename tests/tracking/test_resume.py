@@ -19,14 +19,14 @@ def _coalition_runs(uri):
 
 def test_kill_and_rerun_yields_one_finished_run_per_coalition(tmp_path, child_env):
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    env = {**child_env, "MLFLOW_TRACKING_URI": uri, "SHAPFLOW_CACHE_DIR": str(tmp_path / "cache"),
+    env = {**child_env, "MLFLOW_TRACKING_URI": uri,
            "SHAPFLOW_CODE_VERSION": "resume-test"}  # a commit landing mid-test must not start a new study
     overrides = " ".join([*FAST_SETTINGS, "sft.steps=25"])  # slower coalitions: the kill lands mid-loop
     command = [sys.executable, "-m", "shapflow.cli", "run", "--use-case", "digits-classes", "--budget", str(BUDGET),
                "--workers", "2", "--overrides", overrides]
     job = subprocess.Popen(command, env=env, cwd=tmp_path, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, before = time.monotonic() + 150, []
+    deadline, before = time.monotonic() + 300, []
     while time.monotonic() < deadline and job.poll() is None:
         before = [r for r in _coalition_runs(uri) if r.info.status == "FINISHED"]
         if len(before) >= 2:
