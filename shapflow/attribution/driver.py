@@ -182,8 +182,8 @@ class Driver:
                     self.tracker.get_or_run(self.name(cid, mask), "coalition", self.key(mask), work,
                                             parent=self.parent, tags=self.tags(cid), finisher=finisher, claim=False)
                 ran += 1
-                if not bar.disable and bar.n % self.request.n_contributors == 0:  # a store query: every n
-                    bar.set_postfix_str(self.forecast(bar.total - bar.n), refresh=True)
+                if not bar.disable and (bar.n % self.request.n_contributors == 0 or bar.n >= bar.total):
+                    bar.set_postfix_str(self.forecast(bar.total - bar.n), refresh=True)  # a store query: every n
         finally:
             for run_id in claims.values():  # claimed, never evaluated (an error or Ctrl-C): redone next time
                 self.tracker.end(run_id, "KILLED")
