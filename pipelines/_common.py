@@ -1,7 +1,10 @@
-"""Shared parsing for the MLproject scripts: validate everything before the run is touched.
+"""Shared entry of the MLproject scripts: the CLI's error boundary, and no run left behind for a bad request.
 
-``mlflow run`` creates the run before a script starts; when parameters are invalid the script deletes
-that run (so no run is left in the experiment) and exits with status 2 and the error message.
+``mlflow run`` creates its run before a script starts and ends it after the script exits (FAILED for a failed
+script, even when the script deleted the run: MLflow then prints a traceback). So a script whose parameters are
+rejected, by the parser or by validation, prints one message, exits 2, and leaves the run to a detached helper
+that deletes it once ``mlflow run`` has ended it: nothing half-logged. A user error after validation (a damaged
+model folder, ...) exits 2 with its message too; that run stays, FAILED by ``mlflow run``, with what it logged.
 """
 
 from __future__ import annotations
@@ -9,26 +12,40 @@ from __future__ import annotations
 import os
 import sys
 
-from shapflow.config import ConfigError
+import click
 
-__all__ = ["validated"]
+__all__ = ["run_script", "validated"]
+
+_STATE = {"validated": False}
 
 
 def validated(parse=None, **options):
-    """``parse(**options)`` (default ``shapflow.attribution.run.parse_request``), or exit 2 (deleting the run
-    ``mlflow run`` made)."""
+    """``parse(**options)`` (default ``shapflow.attribution.parse_request``); its user errors go to
+    ``run_script``, which discards the run ``mlflow run`` made."""
     from shapflow.attribution import parse_request
-    from shapflow.data.assets import MissingAssetsError
+
+    request = (parse or parse_request)(**options)
+    _STATE["validated"] = True
+    return request
+
+
+def run_script(command: click.Command) -> None:
+    """Run a script's Click ``command``: a parser or user error prints ``shapflow: <message>`` and exits 2
+    (before validation, the ``mlflow run`` run is discarded); anything else is a bug and keeps its traceback."""
+    from shapflow.cli.errors import user_errors
 
     try:
-        return (parse or parse_request)(**options)
-    except (ConfigError, MissingAssetsError) as err:
+        with user_errors():
+            command.main(standalone_mode=False)
+    except click.ClickException as err:
         run_id = os.environ.get("MLFLOW_RUN_ID")
-        if run_id:
-            from shapflow.tracking import open_tracker
+        if run_id and not _STATE["validated"]:
+            from shapflow.tracking.runs import discard_when_ended
 
-            tracker = open_tracker()
-            tracker.end(run_id, "FAILED")  # terminated first, so `mlflow run` leaves it alone
-            tracker.call("delete_run", run_id)
-        print(f"shapflow: invalid parameters: {err}", file=sys.stderr)
+            discard_when_ended(run_id)
+        prefix = "" if _STATE["validated"] else "invalid parameters: "
+        print(f"shapflow: {prefix}{err.format_message()}", file=sys.stderr)
         raise SystemExit(2) from None
+    except click.Abort:
+        print("shapflow: stopped", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from _common import validated
+from _common import run_script, validated
 
 from shapflow.attribution import run_attribute
 from shapflow.cli.options import attribute_options
@@ -20,4 +20,4 @@ def main(**options) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

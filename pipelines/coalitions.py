@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import click
-from _common import validated
+from _common import run_script, validated
 
 from shapflow.attribution import run_attribute
-from shapflow.cli.options import attribute_options
+from shapflow.cli.options import WHOLE, attribute_options
 
 
 @click.command()
-@click.option("--start", type=int, default=0, show_default=True, help="First coalition index of the batch.")
-@click.option("--stop", type=int, default=None, help="One past the last index [default: the budget].")
+@click.option("--start", type=WHOLE, default=0, show_default=True, help="First coalition index of the batch.")
+@click.option("--stop", type=WHOLE, default=None, help="One past the last index [default: the budget].")
 @attribute_options
 def main(start: int, stop: int | None, **options) -> None:
     request = validated(**options)
@@ -20,4 +20,4 @@ def main(start: int, stop: int | None, **options) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

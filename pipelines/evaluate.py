@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import click
-from _common import validated
+from _common import run_script, validated
 
 from shapflow.cli.evaluate import evaluation_options
 from shapflow.evaluation.evaluate import evaluate, parse_eval_request
@@ -30,4 +30,4 @@ def main(kind: str, out: Path, json_path: str, **options) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from _common import validated
+from _common import run_script, validated
 
 from shapflow.attribution import run_stages
 from shapflow.cli.options import attribute_options
@@ -22,4 +22,4 @@ def main(stage: str, **options) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -5,8 +5,12 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+from pathlib import Path
+
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(2)
 
@@ -16,6 +20,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep cached artefacts (e.g. the digits classifier) in one session-wide temp folder."""
     cache = tmp_path_factory.getbasetemp() / "shapflow-cache"
     monkeypatch.setenv("SHAPFLOW_CACHE_DIR", str(cache))
+
+
+@pytest.fixture
+def child_env(tmp_path_factory):
+    """Environment of a child process running this checkout's ``shapflow`` (never another install), with the
+    session's cache and no ``mlflow run`` run to adopt."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "SHAPFLOW_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "shapflow-cache")}
+    env.pop("MLFLOW_RUN_ID", None)
+    return env
 
 
 @pytest.fixture(scope="session")

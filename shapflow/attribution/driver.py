@@ -22,6 +22,7 @@ from shapflow.config import identity, stage_key
 from shapflow.execution import Outcome, evaluate_many
 from shapflow.shapley import Coalitions, ShapleyResult, convergence, default_sampler, mask_key
 from shapflow.tracking import (
+    CLAIM_ATTEMPTS,
     STUDY_TAG,
     USE_CASE_TAG,
     FinishedLookup,
@@ -109,8 +110,11 @@ class Driver:
             return 0
         bar = tqdm(total=len(checks), initial=len(checks) - len(pending), desc="self-check", unit="S",
                    disable=not progress, file=sys.stderr)
+        held: dict[int, str] = {}
         with Finisher(self.tracker) as finisher:
-            ran = self._evaluate(checks, pending, bar, finisher)
+            ran = self._evaluate(checks, pending, bar, finisher, held)
+            finisher.drain()
+            ran += self._await_held(checks, held, bar, finisher)
         bar.close()
         return ran
 
@@ -131,14 +135,31 @@ class Driver:
                 pending[r] = mask
         bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="coalitions", unit="S",
                    disable=not progress, file=sys.stderr)
-        ran = 0
+        ran, held = 0, {}
         with Finisher(self.tracker) as finisher:  # uploads + ends runs while the next coalition evaluates
             for chunk in self._rounds(pending):
                 if self.request.until_converged and self.converged():
                     break
-                ran += self._evaluate(planned, chunk, bar, finisher)
+                ran += self._evaluate(planned, chunk, bar, finisher, held)
                 finisher.drain()  # the round's runs are FINISHED before the convergence rule reads them
+            ran += self._await_held(planned, held, bar, finisher)
         bar.close()
+        return ran
+
+    def _await_held(self, planned: Coalitions, held: dict[int, str], bar: tqdm, finisher: Finisher) -> int:
+        """Wait for the coalitions another live driver held (RUNNING) when this one reached them; evaluate here
+        those that it did not finish (it failed or died). Returns how many were evaluated here."""
+        ran = 0
+        for _ in range(CLAIM_ATTEMPTS):
+            if not held:
+                break
+            lost = {r: planned.masks[r] for r, run_id in held.items()
+                    if self.tracker.wait_for(run_id, f"coalition {planned.ids[r]}") != "FINISHED"}
+            held.clear()
+            if lost:
+                bar.update(-len(lost))
+                ran += self._evaluate(planned, lost, bar, finisher, held)
+                finisher.drain()
         return ran
 
     def _rounds(self, pending: dict[int, np.ndarray]) -> list[dict[int, np.ndarray]]:
@@ -149,27 +170,51 @@ class Driver:
         items = list(pending.items())
         return [dict(items[i:i + size]) for i in range(0, len(items), size)]
 
-    def _evaluate(self, planned: Coalitions, pending: dict[int, np.ndarray], bar: tqdm, finisher: Finisher) -> int:
-        """Evaluate one round of coalitions through the executor and log each as it completes."""
+    def _evaluate(self, planned: Coalitions, pending: dict[int, np.ndarray], bar: tqdm, finisher: Finisher,
+                  held: dict[int, str]) -> int:
+        """Evaluate one round of coalitions through the executor and log each as it completes; returns how many
+        were evaluated here. Locally each coalition is claimed (a RUNNING run of ours) just before it is
+        evaluated or submitted, so drivers sharing a store split the work; ``held`` collects the coalitions
+        another live driver was evaluating ({index: its run}). A Ray task skips coalitions found FINISHED."""
         folders = {stage: str(path) for stage, path in self.store.folders.items()}
-        lookup = FinishedLookup(self.tracker.uri, self.tracker.experiment_id)
         keys = {r: self.key(m) for r, m in pending.items()}
-        for outcome in evaluate_many(self.study, pending, workers=self.request.workers, folders=folders,
-                                     spec=self.request.executor, lookup=lookup, keys=keys):
-            cid, mask = planned.ids[outcome.index], planned.masks[outcome.index]
-            if outcome.skipped:  # found FINISHED (by another driver) before it was evaluated: nothing to log
+        claims: dict[int, str] = {}
+        if self.request.executor.kind == "ray":
+            lookup = FinishedLookup(self.tracker.uri, self.tracker.experiment_id)
+        else:
+            index_of = {key: r for r, key in keys.items()}
+
+            def lookup(key: str) -> bool:  # True: skip (another run holds the coalition)
+                r = index_of[key]
+                cid = planned.ids[r]
+                run_id, mine = self.tracker.claim(self.name(cid, pending[r]), "coalition", key, parent=self.parent,
+                                                  tags=self.tags(cid))
+                (claims if mine else held)[r] = run_id
+                return not mine
+        ran = 0
+        try:
+            for outcome in evaluate_many(self.study, pending, workers=self.request.workers, folders=folders,
+                                         spec=self.request.executor, lookup=lookup, keys=keys):
+                cid, mask = planned.ids[outcome.index], planned.masks[outcome.index]
                 bar.update(1)
-                continue
+                if outcome.skipped:  # FINISHED (or held) by another driver before it was evaluated: nothing to log
+                    continue
 
-            def work(run_id: str, cid: str = cid, mask: np.ndarray = mask, outcome: Outcome = outcome) -> Path:
-                return self.log_outcome(run_id, cid, mask, outcome)
+                def work(run_id: str, cid: str = cid, mask: np.ndarray = mask, outcome: Outcome = outcome) -> Path:
+                    return self.log_outcome(run_id, cid, mask, outcome)
 
-            self.tracker.get_or_run(self.name(cid, mask), "coalition", self.key(mask), work, parent=self.parent,
-                                    tags=self.tags(cid), finisher=finisher)
-            bar.update(1)
-            if not bar.disable and bar.n % self.request.n_contributors == 0:  # a store query: every n coalitions
-                bar.set_postfix_str(self.forecast(), refresh=True)
-        return len(pending)
+                if outcome.index in claims:
+                    self.tracker.run_claimed(claims.pop(outcome.index), work, finisher)
+                else:
+                    self.tracker.get_or_run(self.name(cid, mask), "coalition", self.key(mask), work,
+                                            parent=self.parent, tags=self.tags(cid), finisher=finisher, claim=False)
+                ran += 1
+                if not bar.disable and (bar.n % self.request.n_contributors == 0 or bar.n >= bar.total):
+                    bar.set_postfix_str(self.forecast(bar.total - bar.n), refresh=True)  # a store query: every n
+        finally:
+            for run_id in claims.values():  # claimed, never evaluated (an error or Ctrl-C): redone next time
+                self.tracker.end(run_id, "KILLED")
+        return ran
 
     def _estimate(self) -> ShapleyResult | None:
         """Values from the design's coalitions logged so far (None while too few to estimate)."""
@@ -184,10 +229,15 @@ class Driver:
         result = self._estimate()
         return result is not None and convergence(result, self.request.threshold)[0]
 
-    def forecast(self) -> str:
-        """The estimator's convergence forecast on the utilities logged so far (shown next to the ETA)."""
+    def forecast(self, remaining: int) -> str:
+        """The estimator's convergence forecast on the utilities logged so far (shown next to the ETA);
+        ``remaining``: planned coalitions not evaluated yet (none left: no "more coalitions" to promise)."""
         result = self._estimate()
         if result is None:
             return "forecast: too few coalitions yet"
         ok, more = convergence(result, self.request.threshold)
-        return "converged" if ok else ("forecast: unknown" if more < 0 else f"~{more} more coalitions to converge")
+        if ok:
+            return "converged"
+        if remaining <= 0:
+            return "all planned coalitions evaluated (not converged)"
+        return "forecast: unknown" if more < 0 else f"~{more} more coalitions to converge"

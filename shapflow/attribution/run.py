@@ -107,7 +107,6 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
                 "config_hash": stage_key(cfg, "coalition"), "pruned_model_version": version}
     # "study." keys: `mlflow run` already logged the raw -P values (budget=0 = default) under the plain names
     tracker.log(parent, params={f"study.{k}": v for k, v in resolved.items()}, tags={STUDY_TAG: study_id})
-    tracker.retire_leftovers(study_id)
     driver = Driver(tracker, request, study, store, parent, study_id, version, workdir)
     driver.endpoints()
     evaluated = driver.coalitions(progress, batch)

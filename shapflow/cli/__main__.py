@@ -1,4 +1,4 @@
-"""``python -m shapflow.cli``: the ``shapflow`` command without the console script."""
+"""``python -m shapflow.cli``: the ``shapflow`` command (what the subprocess tests and job files run)."""
 
 from shapflow.cli.main import main
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from shapflow.attribution import load_config
+from shapflow.cli.errors import WHOLE
 from shapflow.config import ConfigError
 from shapflow.evaluation.evaluate import evaluate, parse_eval_request
 from shapflow.evaluation.fixture import fixture_path, write_fixture
@@ -24,18 +25,18 @@ def evaluation_options(command):
         click.option("--overrides", default="", help='Field overrides, e.g. "sft.steps=50".'),
         click.option("--alpha", type=float, default=0.5, show_default=True,
                      help="Fraction of contributors in each held-out coalition."),
-        click.option("--count", type=int, default=48, show_default=True, help="Held-out coalitions."),
-        click.option("--seeds", type=int, default=3, show_default=True, help="Training seeds per retraining."),
+        click.option("--count", type=WHOLE, default=48, show_default=True, help="Held-out coalitions."),
+        click.option("--seeds", type=WHOLE, default=3, show_default=True, help="Training seeds per retraining."),
         click.option("--fraction", type=float, default=0.4, show_default=True,
                      help="Counterfactual: top fraction of contributors removed (or kept)."),
         click.option("--kinds", default="remove,keep", show_default=True,
                      help="Counterfactual retrainings: remove the top fraction, keep only it, or both."),
-        click.option("--workers", type=int, default=0, show_default=True,
+        click.option("--workers", type=WHOLE, default=0, show_default=True,
                      help="Worker processes for the sFT studies and, on CPU, the retrainings (0 = one per core)."),
-        click.option("--budget", type=int, default=0, show_default=True,
+        click.option("--budget", type=WHOLE, default=0, show_default=True,
                      help="Coalitions of each sFT study (0 = 10 n); FT-Shapley gets the same compute."),
         click.option("--device", default="cpu", show_default=True, help="Where retrainings run: cpu or cuda[:N]."),
-        click.option("--stack", type=int, default=1, show_default=True,
+        click.option("--stack", type=WHOLE, default=1, show_default=True,
                      help="Retrainings trained together (vmapped); 64-256 on a GPU, 1 on a CPU."),
         click.option("--methods", default="", help="Comma-separated subset of methods [default: all]."),
         click.option("--ingest", "ingest", multiple=True, default=(),
@@ -103,8 +104,8 @@ def counterfactual_command(out: Path, json_path: str, **options) -> None:
 @click.option("--use-case", default="digits", show_default=True, help="A shipped use case name or YAML path.")
 @click.option("--overrides", default="", help='Field overrides, e.g. "train.steps=500".')
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Fraction of contributors per coalition.")
-@click.option("--count", type=int, default=48, show_default=True, help="Held-out coalitions.")
-@click.option("--seeds", type=int, default=3, show_default=True, help="Training seeds per retraining.")
+@click.option("--count", type=WHOLE, default=48, show_default=True, help="Held-out coalitions.")
+@click.option("--seeds", type=WHOLE, default=3, show_default=True, help="Training seeds per retraining.")
 @click.option("--results", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
               help="Results file of `python -m shapflow.evaluation.worker` holding every held-out retraining.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

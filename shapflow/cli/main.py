@@ -1,7 +1,8 @@
 """The ``shapflow`` command line: run the chain, query logged utilities, re-estimate, report, assets.
 
 Thin: every command parses options, calls the library, prints. Bad parameters exit 2 with a message before
-any run is created. Models: ``cli.models``; evaluation: ``cli.evaluate``; cluster and batch: ``cli.scaleout``.
+any run is created; every user error exits 2 with its message (``cli.errors``, the one boundary). Models:
+``cli.models``; evaluation: ``cli.evaluate``; cluster and batch: ``cli.scaleout``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import click
 
 from shapflow.attribution import reestimate, report_from_table, run_attribute
+from shapflow.cli.errors import BoundaryGroup
 from shapflow.cli.evaluate import evaluate_group
 from shapflow.cli.models import models_group
 from shapflow.cli.options import attribute_options, request_from
@@ -28,15 +30,19 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _study(experiment: str | None, study: str | None) -> tuple[Tracker, str, object]:
-    """(tracker, study id, attribute run) of ``--experiment`` (default: the newest attribute run's)."""
-    tracker = open_tracker(experiment or latest_experiment())
+    """(tracker, study id, attribute run) of ``--experiment`` (default: the newest attribute run's); an unknown
+    experiment is an error (exit 2), never created."""
+    name = experiment or latest_experiment()
+    if name is None:
+        raise click.UsageError("no attribute run in this store yet: run `shapflow run` first")
+    tracker = open_tracker(name, create=False)
     found = [(sid, run) for sid, run in studies(tracker) if study is None or sid.startswith(study)]
     if not found:
         raise click.UsageError(f"no attribute run in experiment {experiment!r} of {tracker.uri}: run `shapflow run`")
     return tracker, found[0][0], found[0][1]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=BoundaryGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Shapley values of data contributors for a global property of a diffusion model.
 
@@ -58,7 +64,7 @@ def run_command(**options) -> None:
     A killed run resumes: the same command again evaluates only the coalitions not yet FINISHED.
     """
     result = run_attribute(request_from(**options), progress=True)
-    click.echo(result.values.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    click.echo(result.values.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a"))
     click.echo(f"\nattribute run {result.run_id} (experiment {result.experiment_id}); "
                f"{result.evaluated_now} coalitions evaluated now")
     click.echo(f"values and plots: {result.artifact_uri}/values.csv, values.md, values.png, convergence.png, "
@@ -94,7 +100,7 @@ def _reestimate(experiment: str | None, method: str, study: str | None) -> None:
         run_id, frame = reestimate(tracker, study_id, parent.info.run_id, use_case, method)
     except ValueError as err:
         raise click.UsageError(f"{method} cannot use these utilities: {err}") from None
-    click.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    click.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a"))
     click.echo(f"\nlogged as run {run_id}")
 
 
@@ -127,7 +133,11 @@ def reestimate_command(experiment: str | None, method: str, study: str | None) -
 @main.command("attribute", hidden=True)
 @_with_reestimate_options
 def attribute_command(experiment: str | None, method: str, study: str | None) -> None:
-    """Old name of ``shapflow reestimate`` (kept for one release)."""
+    """Old name of ``shapflow reestimate`` (kept for one release).
+
+    \b
+    Example:  shapflow reestimate --method kernelshap-paired
+    """
     click.echo("shapflow attribute is now `shapflow reestimate` (this alias goes in the next release)", err=True)
     _reestimate(experiment, method, study)
 

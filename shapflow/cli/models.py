@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from mlflow.exceptions import MlflowException
 
+from shapflow.cli.errors import UserError, registry_lookup
 from shapflow.tracking import RegisteredModel, load_registered, open_tracker
 from shapflow.utility import load_scorer, stage_properties
 
@@ -33,8 +34,9 @@ def models_list() -> None:
 def _registered(ref: str, out: Path | None) -> RegisteredModel:
     try:
         return load_registered(ref, out)
-    except MlflowException as err:
-        raise click.UsageError(str(err)) from None
+    except MlflowException as err:  # no such model, version or alias; a malformed reference
+        raise UserError(f"cannot load {ref}: {err.message}; list the registered models, versions and aliases "
+                        "with `shapflow models list`") from None
 
 
 @models_group.command("load")
@@ -62,7 +64,8 @@ def models_alias(name: str, alias: str, version: str) -> None:
     \b
     Example:  shapflow models alias digits-pruned prod --version 1
     """
-    open_tracker().call("set_registered_model_alias", name, alias, version)
+    with registry_lookup(f"cannot point {name}@{alias} at version {version}"):
+        open_tracker().call("set_registered_model_alias", name, alias, version)
     click.echo(f"{name}@{alias} -> version {version}")
 
 

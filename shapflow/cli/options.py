@@ -6,12 +6,13 @@ from __future__ import annotations
 import click
 
 from shapflow.attribution import Request, parse_request
+from shapflow.cli.errors import WHOLE
 from shapflow.config import ConfigError
 from shapflow.data.assets import MissingAssetsError
 from shapflow.execution import EXECUTORS
 from shapflow.shapley import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS
 
-__all__ = ["attribute_options", "request_from"]
+__all__ = ["WHOLE", "attribute_options", "request_from"]
 
 
 def request_from(**options) -> Request:
@@ -28,11 +29,11 @@ def attribute_options(command):
         click.option("--use-case", default="digits", show_default=True, help="A shipped use case name."),
         click.option("--config", default=None, help="Path to a use-case YAML (instead of --use-case)."),
         click.option("--overrides", default="", help='Field overrides, e.g. "sft.steps=50 sampling.num_images=128".'),
-        click.option("--budget", type=int, default=None, help="Coalitions to evaluate [default: 10 n]."),
+        click.option("--budget", type=WHOLE, default=None, help="Coalitions to evaluate [default: 10 n]."),
         click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHODS)),
                      help="Estimator (also picks the coalition sampler)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Coalition sampler seed."),
-        click.option("--workers", type=int, default=0, show_default=True,
+        click.option("--seed", type=WHOLE, default=0, show_default=True, help="Coalition sampler seed."),
+        click.option("--workers", type=WHOLE, default=0, show_default=True,
                      help="Worker processes, one torch thread each (0 = one per core; one for Stable Diffusion)."),
         click.option("--alias", default=None, help="Registry alias to set on the full and pruned models."),
         click.option("--experiment", default=None, help="MLflow experiment [default: the use case name]."),
@@ -51,7 +52,7 @@ def attribute_options(command):
                      help="Ray cluster address (ray://host:10001, auto, local) [default: a new local cluster]."),
         click.option("--num-gpus", type=float, default=0.0, show_default=True,
                      help="GPUs per Ray task, fractional (e.g. 0.25)."),
-        click.option("--max-retries", type=int, default=3, show_default=True,
+        click.option("--max-retries", type=WHOLE, default=3, show_default=True,
                      help="Retries of a Ray task whose worker died."),
     ]
     for option in reversed(options):

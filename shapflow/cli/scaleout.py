@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from shapflow.attribution import run_attribute
-from shapflow.cli.options import attribute_options, request_from
+from shapflow.cli.options import WHOLE, attribute_options, request_from
 from shapflow.execution.batch import batch_commands, slurm_array
 from shapflow.execution.lifetime import stop_on_signals
 from shapflow.tracking import open_tracker
@@ -103,7 +103,7 @@ def coalitions_prepare(**options) -> None:
 
 
 @coalitions_group.command("run")
-@click.option("--index", type=int, required=True, help="The coalition (row of the sampler's plan) to evaluate.")
+@click.option("--index", type=WHOLE, required=True, help="The coalition (row of the sampler's plan) to evaluate.")
 @attribute_options
 def coalitions_run(index: int, **options) -> None:
     """Evaluate coalition ``index`` unless it already has a FINISHED run (idempotent; safe to resubmit)."""

@@ -1,7 +1,15 @@
 """Typed use-case configuration: frozen, validated, hashed per stage (``usecase``); shared sections and
 validation helpers (``sections``)."""
 
-from shapflow.config.sections import ASSET_KEYS, AssetsConfig, ConfigError, LoraConfig, SampleConfig, check
+from shapflow.config.sections import (
+    ASSET_KEYS,
+    AssetsConfig,
+    ConfigError,
+    InputError,
+    LoraConfig,
+    SampleConfig,
+    check,
+)
 from shapflow.config.usecase import (
     FAMILIES,
     STAGES,
@@ -32,6 +40,7 @@ __all__ = [
     "DataConfig",
     "DiffusionConfig",
     "EMAConfig",
+    "InputError",
     "LoraConfig",
     "ModelConfig",
     "PropertyConfig",

@@ -8,10 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ASSET_KEYS", "AssetsConfig", "ConfigError", "LoraConfig", "SampleConfig", "check"]
+__all__ = ["ASSET_KEYS", "AssetsConfig", "ConfigError", "InputError", "LoraConfig", "SampleConfig", "check"]
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """Bad input the user can fix (a config, a data or model file, a name to look up): the message names the thing
+    and the fix. Entry points turn it into that message and exit status 2, never a traceback."""
+
+
+class ConfigError(InputError):
     """A configuration value is invalid; the message names the field, the value and the fix."""
 
 

@@ -368,7 +368,14 @@ def load_use_case(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()
             raise ConfigError(f"unknown use case {name_or_path!r}: use one of {', '.join(shipped)} "
                               "or a path to a YAML file")
         text = (resources.files("shapflow") / "usecases" / f"{name_or_path}.yaml").read_text()
-    data = yaml.safe_load(text) or {}
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{name_or_path} is not valid YAML{where}: {problem}; fix the syntax there "
+                          "(indent with spaces, quote values holding ': ' or '#')") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name_or_path}: the YAML must be a mapping of sections")
     return apply_overrides(from_dict(UseCaseConfig, data), overrides)
@@ -389,5 +396,9 @@ def apply_overrides(cfg: UseCaseConfig, overrides: list[str] | tuple[str, ...]) 
             node = node[part]
         if leaf not in node:
             raise ConfigError(f"override {item!r}: unknown key {key.strip()!r}")
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value {raw!r} is not valid YAML; quote it, e.g. "
+                              f"{key.strip()}='\"{raw}\"'") from None
     return from_dict(UseCaseConfig, data)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from shapflow.config import AssetsConfig, DataConfig
-from shapflow.data.base import ContributorDataset
+from shapflow.config import AssetsConfig, DataConfig, InputError
+from shapflow.data.base import ContributorDataset, DataError
 from shapflow.data.digits import MARKET, digits_reference_images, load_digits_classes, load_digits_market
 from shapflow.data.manifest import load_manifest
 
 __all__ = [
     "MARKET",
     "ContributorDataset",
+    "DataError",
     "digits_reference_images",
     "first_contributors",
     "load_data",
@@ -22,8 +23,17 @@ __all__ = [
 
 
 def load_data(cfg: DataConfig, assets: AssetsConfig | None = None) -> ContributorDataset:
-    """The contributor dataset a use case's ``data`` section describes (files of the asset sources: ``assets``)."""
-    data = _load(cfg, assets or AssetsConfig())
+    """The contributor dataset a use case's ``data`` section describes (files of the asset sources: ``assets``).
+
+    A file the loaders cannot use raises ``DataError`` (the loader's message, which names the file, prefixed
+    with the data source), so every entry point reports it as the user's input, not as a crash.
+    """
+    try:
+        data = _load(cfg, assets or AssetsConfig())
+    except InputError:
+        raise
+    except (ValueError, OSError) as err:
+        raise DataError(f"data.source={cfg.source}: {err}") from None
     return data if cfg.max_contributors is None else first_contributors(data, cfg.max_contributors)
 
 

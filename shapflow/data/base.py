@@ -8,7 +8,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ContributorDataset"]
+from shapflow.config import InputError
+
+__all__ = ["ContributorDataset", "DataError"]
+
+
+class DataError(InputError):
+    """The contributors' data cannot be used (a manifest, table, image or dataset file); the message names the
+    file (and row) and the fix."""
 
 
 @dataclass(frozen=True)
@@ -35,13 +42,14 @@ class ContributorDataset:
     def check_market(self) -> ContributorDataset:
         """Raise unless this is a valid market: >= 2 contributors, each with >= 1 image. Returns self."""
         if len(self.names) < 2:
-            raise ValueError(f"need at least 2 contributors to share credit, got {len(self.names)}")
+            raise DataError(f"need at least 2 contributors to share credit, got {len(self.names)}: list images of "
+                            "two or more contributors")
         counts = np.bincount(self.contributor.numpy(), minlength=len(self.names))
         if len(counts) > len(self.names):
             raise ValueError("contributor indices exceed the number of names")
         empty = [self.names[i] for i in np.flatnonzero(counts == 0)]
         if empty:
-            raise ValueError(f"contributor(s) with zero images: {', '.join(empty)}; remove them or add images")
+            raise DataError(f"contributor(s) with zero images: {', '.join(empty)}; remove them or add images")
         return self
 
     @property

@@ -1,29 +1,51 @@
-"""Bring your own data: a CSV manifest ``path,contributor`` of image files, read with Pillow."""
+"""Bring your own data: a CSV manifest ``path,contributor`` of image files, read with Pillow.
+
+Manifests come from spreadsheets: ``files.read_csv`` takes them as exported (BOM, UTF-16 or Latin-1, ``;`` or
+tab separated, Windows line endings, spaces, headers in any case, blank rows). Paths may be absolute or relative
+to the manifest's folder, with ``/`` or Windows ``\\`` separators.
+"""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from shapflow.data.base import ContributorDataset
+from shapflow.data.base import ContributorDataset, DataError
+from shapflow.data.files import read_csv
 
 __all__ = ["load_manifest"]
 
+COLUMNS = ("path", "contributor")
 
-def _read_image(path: Path, channels: int, image_size: int, row: int) -> np.ndarray:
+
+def _image_path(cell: str, folder: Path) -> Path:
+    """The file a manifest cell names: ``~`` expanded, relative to ``folder``; ``a\\b.png`` (a Windows export)
+    read as ``a/b.png`` when the cell itself names no file."""
+    path = Path(cell).expanduser()
+    path = path if path.is_absolute() else folder / path
+    if "\\" in cell and not path.exists():
+        alternative = Path(cell.replace("\\", "/")).expanduser()
+        alternative = alternative if alternative.is_absolute() else folder / alternative
+        if alternative.exists():
+            return alternative
+    return path
+
+
+def _read_image(path: Path, channels: int, image_size: int, where: str) -> np.ndarray:
     """One image as float32 (C, H, W) in [-1, 1]; errors name the manifest row."""
     if not path.is_file():
-        raise ValueError(f"manifest row {row}: image file {path} does not exist")
+        raise DataError(f"{where}: image file {path} does not exist: fix the path (relative paths are relative to "
+                        "the manifest's folder) or delete the row")
     try:
         with Image.open(path) as im:
             im = im.convert("L" if channels == 1 else "RGB").resize((image_size, image_size), Image.BICUBIC)
             array = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
     except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"manifest row {row}: cannot read image {path}: {err}") from None
+        raise DataError(f"{where}: cannot read image {path}: {err}; replace it with a PNG or JPEG file or "
+                        "delete the row") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
@@ -35,29 +57,25 @@ def load_manifest(csv_path: str | Path, *, channels: int = 1, image_size: int = 
     by default they are the distinct names in order of first appearance. All rows are checked
     before any image is used, so bad input fails before training starts.
     """
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise ValueError(f"manifest {csv_path} does not exist: give a CSV with columns path,contributor")
-    with csv_path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"path", "contributor"} <= set(reader.fieldnames):
-            raise ValueError(f"manifest {csv_path} must have a header with columns path,contributor; "
-                             f"found {reader.fieldnames}")
-        rows = list(reader)
-    names = list(contributors) if contributors is not None else list(dict.fromkeys(r["contributor"] for r in rows))
+    csv_path = Path(csv_path).expanduser()
+    rows = read_csv(csv_path, COLUMNS, "manifest")
+    names = list(contributors) if contributors is not None else list(dict.fromkeys(r["contributor"] for _, r in rows
+                                                                                    if r["contributor"]))
     index = {name: i for i, name in enumerate(names)}
     images, owners = [], []
-    for row_number, row in enumerate(rows, start=2):
-        name = (row["contributor"] or "").strip()
+    for row_number, row in rows:
+        where = f"manifest {csv_path} row {row_number}"
+        name = row.get("contributor", "")
         if not name:
-            raise ValueError(f"manifest row {row_number}: empty contributor name")
+            raise DataError(f"{where}: empty contributor name: fill in who contributed {row.get('path') or 'it'}")
         if name not in index:
-            raise ValueError(f"manifest row {row_number}: contributor {name!r} is not in the given contributor list")
-        path = Path(row["path"])
-        path = path if path.is_absolute() else csv_path.parent / path
-        images.append(_read_image(path, channels, image_size, row_number))
+            raise DataError(f"{where}: contributor {name!r} is not in the given contributor list "
+                            f"({', '.join(names)}): add it there or fix the name")
+        if not row.get("path"):
+            raise DataError(f"{where}: empty path: give the image file of {name} or delete the row")
+        images.append(_read_image(_image_path(row["path"], csv_path.parent), channels, image_size, where))
         owners.append(index[name])
     if not images:
-        raise ValueError(f"manifest {csv_path} lists no images")
+        raise DataError(f"manifest {csv_path} lists no images: add rows path,contributor below its header")
     return ContributorDataset(torch.from_numpy(np.stack(images)), torch.tensor(owners, dtype=torch.int64),
                               tuple(names), tuple({"source": str(csv_path)} for _ in names)).check_market()

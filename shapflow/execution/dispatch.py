@@ -42,7 +42,8 @@ def evaluate_many(study: Study, masks: dict[int, np.ndarray], *, workers: int, f
     """Evaluate coalitions {index: mask}, yielding each Outcome as it completes (any order).
 
     ``lookup`` + ``keys`` ({index: identity key}) let each evaluation first skip a coalition already FINISHED
-    (by another driver). Ray: one task per coalition. Local: ``workers <= 1`` evaluates in this process with
+    or held (by another driver): in the Ray task, or in this process just before evaluating or submitting it
+    (local). Ray: one task per coalition. Local: ``workers <= 1`` evaluates in this process with
     ``study``; otherwise a spawn pool of ``workers`` processes, each loading its Study from ``folders``.
     """
     if spec.kind == "ray" and masks:
@@ -52,4 +53,5 @@ def evaluate_many(study: Study, masks: dict[int, np.ndarray], *, workers: int, f
     elif workers <= 1 or len(masks) <= 1:
         yield from evaluate_here(study, masks, keep_images=keep_images, lookup=lookup, keys=keys)
     else:
-        yield from evaluate_in_workers(study.cfg, masks, workers=workers, folders=folders, keep_images=keep_images)
+        yield from evaluate_in_workers(study.cfg, masks, workers=workers, folders=folders, keep_images=keep_images,
+                                       lookup=lookup, keys=keys)

@@ -8,9 +8,10 @@ evaluation's CPU retrainings.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,24 +72,49 @@ def _evaluate_in_worker(index: int, mask: np.ndarray, keep_images: int) -> Outco
 
 
 def evaluate_in_workers(cfg: UseCaseConfig, masks: dict[int, np.ndarray], *, workers: int, folders: dict[str, str],
-                        keep_images: int) -> Iterator[Outcome]:
+                        keep_images: int, lookup: Lookup | None = None,
+                        keys: dict[int, str] | None = None) -> Iterator[Outcome]:
     """Evaluate {index: mask} in ``workers`` spawned processes, each loading its Study from ``folders``; yields
-    in the order they finish (the driver looks each coalition up before logging it)."""
-    tasks = [(index, mask, keep_images) for index, mask in masks.items()]
-    yield from spawn_pool(_evaluate_in_worker, tasks, workers=workers, initializer=_init_worker,
-                          initargs=(to_dict(cfg), folders))
+    in the order they finish. With ``lookup``, this process looks each coalition up just before submitting it
+    (at most two per worker ahead of the results) and yields it skipped when found: drivers sharing a store
+    split the work instead of each evaluating everything."""
+    found: list[int] = []
+
+    def tasks() -> Iterator[tuple]:
+        for index, mask in masks.items():
+            key = (keys or {}).get(index)
+            if lookup and key and lookup(key):
+                found.append(index)
+                continue
+            yield index, mask, keep_images
+
+    for outcome in spawn_pool(_evaluate_in_worker, tasks(), workers=workers, initializer=_init_worker,
+                              initargs=(to_dict(cfg), folders), window=2 * workers):
+        while found:
+            yield skipped(found.pop(0))
+        yield outcome
+    yield from (skipped(index) for index in found)
 
 
-def spawn_pool(fn: Callable, tasks: list[tuple], *, workers: int, initializer: Callable,
-               initargs: tuple) -> Iterator:
+def spawn_pool(fn: Callable, tasks: Iterable[tuple], *, workers: int, initializer: Callable, initargs: tuple,
+               window: int | None = None) -> Iterator:
     """``fn(*task)`` for every task in up to ``workers`` spawned processes (each set up once by
-    ``initializer(*initargs)``), yielded in the order they finish. A caller that stops early (an error
-    while logging a result) cancels the tasks not yet started instead of waiting for all of them."""
+    ``initializer(*initargs)``), yielded in the order they finish. ``window``: submit at most that many tasks
+    ahead of the results, drawing ``tasks`` (which may be lazy) only then; default all at once. A caller that
+    stops early (an error while logging a result) cancels the tasks not yet started instead of waiting for all
+    of them."""
+    if isinstance(tasks, list):
+        workers = min(workers, len(tasks))
+    tasks = iter(tasks)
     initializer, initargs = guard_initializer(initializer, initargs)  # workers exit when this process dies
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+    pool = ProcessPoolExecutor(max_workers=max(workers, 1), mp_context=multiprocessing.get_context("spawn"),
                                initializer=initializer, initargs=initargs)
     try:
-        for future in as_completed([pool.submit(fn, *task) for task in tasks]):
-            yield future.result()
+        running = {pool.submit(fn, *task) for task in itertools.islice(tasks, window)}
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+            running |= {pool.submit(fn, *task) for task in itertools.islice(tasks, len(done))}
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

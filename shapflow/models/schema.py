@@ -13,7 +13,8 @@ A tampered file could set any attribute of any module through ``widths`` or ask 
 5. the tensor shapes these widths imply (at most ``MAX_PARAMETERS`` parameters in all), equal to the
    safetensors headers' shapes, with floating dtypes; only the headers are read.
 
-Each refusal is a ``ValueError`` naming the file, the field, the bad value and the fix. Nothing is unpickled.
+Each refusal is a ``ModelFileError`` (a ``ValueError``, and the user's input error) naming the file, the field, the
+bad value and the fix. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DModel
 
-__all__ = ["FORMAT", "MAX_PARAMETERS", "SHAPE_ATTRS", "ModelFiles", "architecture", "check_model_folder"]
+from shapflow.config import InputError
+
+__all__ = ["FORMAT", "MAX_PARAMETERS", "SHAPE_ATTRS", "ModelFileError", "ModelFiles", "architecture",
+           "check_model_folder"]
+
+
+class ModelFileError(InputError):
+    """A model folder's files are missing, damaged or tampered with; the message names the file and the fix."""
+
 
 FORMAT = "shapflow-unet/1"
 # Attributes that define a module's tensor shapes or forward arithmetic, pruned or not.
@@ -141,25 +150,25 @@ def _short(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _refuse(path: Path, field: str, value: object, why: str, fix: str = FIX) -> ValueError:
-    return ValueError(f"{path}: {field} = {_short(value)} {why}; {fix}")
+def _refuse(path: Path, field: str, value: object, why: str, fix: str = FIX) -> ModelFileError:
+    return ModelFileError(f"{path}: {field} = {_short(value)} {why}; {fix}")
 
 
 def _cap(path: Path, field: str, count: int) -> None:
     if count > MAX_PARAMETERS:
-        raise ValueError(f"{path}: {field} implies {count:,} parameters, over the cap of {MAX_PARAMETERS:,}; {FIX} "
+        raise ModelFileError(f"{path}: {field} implies {count:,} parameters, over the cap of {MAX_PARAMETERS:,}; {FIX} "
                          f"(if the model really is that large, raise shapflow.models.schema.MAX_PARAMETERS)")
 
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: expected a folder written by shapflow.models.save_unet")
+        raise ModelFileError(f"{path} not found: expected a folder written by shapflow.models.save_unet")
     if path.stat().st_size > MAX_JSON_BYTES:
         raise _refuse(path, "size", path.stat().st_size, f"bytes is over {MAX_JSON_BYTES}")
     try:
         meta = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); {FIX}") from None
+        raise ModelFileError(f"{path} is not valid JSON ({err}); {FIX}") from None
     if not isinstance(meta, dict) or not {"format", "config", "widths"} <= set(meta) <= _KEYS:
         keys = sorted(meta) if isinstance(meta, dict) else type(meta).__name__
         raise _refuse(path, "keys", keys, "must be format, config, widths and optionally extra")
@@ -275,7 +284,7 @@ def _check_tensors(path: Path, expected: dict[str, tuple[tuple[int, ...], torch.
             header = {k: (tuple(weights.get_slice(k).get_shape()), weights.get_slice(k).get_dtype())
                       for k in weights.keys()}
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err}); {fix}") from None
+        raise ModelFileError(f"{path} is not a readable safetensors file ({err}); {fix}") from None
     if set(header) != set(expected):
         missing, unexpected = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
         raise _refuse(path, "tensors", f"missing {missing[:3]}, unexpected {unexpected[:3]}",

@@ -11,7 +11,8 @@ only in which coalitions are sampled and how rows are weighted. Standard errors 
 function) estimates: the per-unit estimating-equation terms g_u = sum_{r in u} w_r x_r e_r built from the
 residuals e_r, with their (stratified) sample covariance, mapped through the constrained inverse
 Q = A^+ - A^+ 1 1^T A^+ / (1^T A^+ 1). Residuals carry all non-additivity of the game and the utility noise, so
-the error bars do not assume an additive game; 1^T Q = 0, so the std of sum(phi) is 0, as it must be.
+the error bars do not assume an additive game; 1^T Q = 0, so the std of sum(phi) is 0, as it must be. With no
+more independent units (draws, or pairs) than free values (n - 1) the std cannot be estimated: it is NaN.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ def _iid_regression(
     phi, Q = constrained_solve(A, b, v1 - v0)
     G = hc3_terms(X, np.full(M, 1.0 / M), y - v0 - X @ phi, Q)
     std = sandwich_std(G, unit, np.zeros(M, dtype=int), np.ones(1), Q)
+    if len(np.unique(unit)) <= np.linalg.matrix_rank(Q, hermitian=True):
+        # no more independent units than free values: the fit interpolates them and its residuals say nothing
+        # about the error (paired designs reach this below 2 n coalitions); unknown, not zero
+        std = np.full(X.shape[1], np.nan)
     return make_result(phi, std, masks, n_evaluations, method)
 
 

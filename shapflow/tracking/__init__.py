@@ -1,10 +1,21 @@
 """The only MLflow code: the client and its retried writes (``store``), an entry point's runs and reading them
-back (``runs``), stage runs (``stages``), the model registry (``registry``), the tracking server (``server``)."""
+back (``runs``), stage runs (``stages``), the model registry (``registry``), the tracking server (``server``),
+who owns a RUNNING run (``owner``)."""
 
+from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, owner_alive
 from shapflow.tracking.registry import RegisteredModel, load_registered, register_stage, resolve_model
-from shapflow.tracking.runs import FinishedLookup, RunStopped, latest_experiment, parent_run, studies, utilities_table
+from shapflow.tracking.runs import (
+    LINK_TAG,
+    FinishedLookup,
+    RunStopped,
+    latest_experiment,
+    parent_run,
+    studies,
+    utilities_table,
+)
 from shapflow.tracking.stages import TrackedStore
 from shapflow.tracking.store import (
+    CLAIM_ATTEMPTS,
     KEY_TAG,
     PARENT_TAG,
     SMOKE_TAG,
@@ -12,13 +23,17 @@ from shapflow.tracking.store import (
     STUDY_TAG,
     USE_CASE_TAG,
     Finisher,
+    NoSuchExperiment,
     Tracker,
+    client_for,
     code_version,
     default_tracking_uri,
     open_tracker,
 )
 
-__all__ = ["KEY_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "FinishedLookup", "Finisher",
-           "RegisteredModel", "RunStopped", "TrackedStore", "Tracker", "code_version", "default_tracking_uri",
-           "latest_experiment", "load_registered", "open_tracker", "parent_run", "register_stage", "resolve_model",
-           "studies", "utilities_table"]
+__all__ = ["CLAIM_ATTEMPTS", "HEARTBEAT_TAG", "KEY_TAG", "LINK_TAG", "OWNER_TAG", "PARENT_TAG", "SMOKE_TAG",
+           "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "FinishedLookup", "Finisher", "NoSuchExperiment",
+           "RegisteredModel",
+           "RunStopped", "TrackedStore", "Tracker", "client_for", "code_version", "default_tracking_uri",
+           "latest_experiment", "load_registered", "open_tracker", "owner_alive", "parent_run", "register_stage",
+           "resolve_model", "studies", "utilities_table"]

@@ -4,17 +4,22 @@ attribute runs, the newest experiment, whether a coalition is already FINISHED).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
 from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
+from mlflow.exceptions import MlflowException
 
-from shapflow.tracking.store import STAGE_TAG, STUDY_TAG, Tracker, default_tracking_uri
+from shapflow.tracking.store import STAGE_TAG, STUDY_TAG, Tracker, client_for, default_tracking_uri
 
-__all__ = ["FinishedLookup", "RunStopped", "latest_experiment", "parent_run", "studies", "utilities_table"]
+__all__ = ["LINK_TAG", "FinishedLookup", "RunStopped", "discard_when_ended", "latest_experiment", "parent_run",
+           "studies", "utilities_table"]
+
+LINK_TAG = "shapflow.linked_run"  # an ``mlflow run`` run of another experiment <-> the run shapflow logged into
 
 
 class RunStopped(Exception):
@@ -24,15 +29,29 @@ class RunStopped(Exception):
 
 @contextmanager
 def parent_run(tracker: Tracker, name: str, tags: dict[str, str]) -> Iterator[str]:
-    """The run an entry point logs under: the one ``mlflow run`` started (``MLFLOW_RUN_ID``: tagged here, ended
-    by ``mlflow run``), or a new one, ended on exit FINISHED, KILLED (Ctrl-C, SystemExit, ``RunStopped``) or
-    FAILED; the adopted run is renamed ``name`` (``mlflow run`` gives it a random one)."""
-    adopted = os.environ.get("MLFLOW_RUN_ID")
-    if adopted:
-        tracker.log(adopted, tags={**tags, "mlflow.runName": name})
-        yield adopted
+    """The run an entry point logs under, after retiring the experiment's runs whose owner is gone.
+
+    The run ``mlflow run`` started (``MLFLOW_RUN_ID``) when it lies in the tracker's experiment (tagged and
+    renamed ``name`` here, ended by ``mlflow run``); otherwise a new one, ended on exit FINISHED, KILLED (Ctrl-C,
+    SystemExit, ``RunStopped``) or FAILED. An adopted run of another experiment (``mlflow run`` without
+    ``--experiment-name``) only links to the new run, so both commands share the use case's experiment.
+    """
+    tracker.retire_leftovers()
+    adopted = _adoptable(tracker, os.environ.get("MLFLOW_RUN_ID"))
+    if adopted and tracker.call("get_run", adopted).info.experiment_id == tracker.experiment_id:
+        tracker.adopt(adopted, {**tags, "mlflow.runName": name})
+        try:
+            yield adopted
+        finally:
+            tracker.release(adopted)
         return
-    run_id = tracker.start(name, tags)
+    run_id = tracker.start(name, {**tags, **({LINK_TAG: adopted} if adopted else {})})
+    if adopted:
+        experiment = tracker.call("get_experiment", tracker.experiment_id).name
+        note = f"shapflow logged this job as run {run_id} of experiment {experiment!r} (shared with `shapflow run`)"
+        tracker.log(adopted, tags={LINK_TAG: run_id, "mlflow.note.content": note})
+        print(f"shapflow: {note}; pass --experiment-name {experiment} to mlflow run to log there directly",
+              file=sys.stderr)
     try:
         yield run_id
     except (KeyboardInterrupt, SystemExit, RunStopped):
@@ -42,6 +61,19 @@ def parent_run(tracker: Tracker, name: str, tags: dict[str, str]) -> Iterator[st
         tracker.end(run_id, "FAILED")
         raise
     tracker.end(run_id)
+
+
+def _adoptable(tracker: Tracker, run_id: str | None) -> str | None:
+    """``run_id`` when this store holds it (``mlflow run`` may log to another store: MLFLOW_TRACKING_URI unset)."""
+    if not run_id:
+        return None
+    try:
+        tracker.call("get_run", run_id)
+    except MlflowException:
+        print(f"shapflow: the mlflow run run {run_id} is not in {tracker.uri}; logging there without it (export "
+              "MLFLOW_TRACKING_URI before mlflow run to use one store)", file=sys.stderr)
+        return None
+    return run_id
 
 
 @dataclass(frozen=True)
@@ -56,8 +88,7 @@ class FinishedLookup:
     experiment_id: str
 
     def __call__(self, key: str) -> bool:
-        client = MlflowClient(tracking_uri=self.uri)
-        return Tracker(client, self.uri, self.experiment_id).finished(key) is not None
+        return Tracker(client_for(self.uri), self.uri, self.experiment_id).finished(key) is not None
 
 
 def utilities_table(tracker: Tracker, study: str) -> pd.DataFrame:
@@ -87,8 +118,33 @@ def studies(tracker: Tracker) -> Iterator[tuple[str, Run]]:
 
 def latest_experiment(uri: str | None = None) -> str | None:
     """Name of the experiment holding the store's newest attribute run (None when there is none)."""
-    client = MlflowClient(tracking_uri=uri or default_tracking_uri())
+    client = client_for(uri or default_tracking_uri())
     ids = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(ids, f"tags.`{STAGE_TAG}` = 'attribute'", max_results=1,
                               order_by=["attributes.start_time DESC"]) if ids else []
     return client.get_experiment(runs[0].info.experiment_id).name if runs else None
+
+
+# The detached helper of ``discard_when_ended``: MLflow only (it must not depend on which shapflow is importable).
+_DISCARD = """
+import sys, time
+from mlflow.tracking import MlflowClient
+uri, run_id, deadline = sys.argv[1], sys.argv[2], time.monotonic() + float(sys.argv[3])
+client = MlflowClient(tracking_uri=uri or None)
+while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
+    time.sleep(0.2)
+client.delete_run(run_id)
+"""
+
+
+def discard_when_ended(run_id: str, uri: str | None = None, timeout: float = 120.0) -> None:
+    """Delete run ``run_id`` once its creator has ended it, from a detached helper process that lives at most
+    ``timeout`` seconds (then deletes it anyway).
+
+    For the run ``mlflow run`` made for a request its script rejected: ``mlflow run`` ends its run after the
+    script exits, even a deleted one (MLflow then prints a traceback), so the script cannot delete it itself.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "")  # where `mlflow run` made it ("": MLflow's default)
+    subprocess.Popen([sys.executable, "-c", _DISCARD, uri, run_id, str(timeout)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)

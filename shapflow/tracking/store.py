@@ -5,16 +5,24 @@ Identity, never stringified params: every run shapflow reuses carries the tag ``
 what defines its output (``config.identity``), and is found with ``search_runs`` on that tag and
 ``status = 'FINISHED'``. A RUNNING, FAILED or KILLED run never counts, so a killed job redoes exactly what it
 had not finished. All writes go through ``Tracker.call``, which retries SQLite's transient "database is locked".
+
+Claims: a RUNNING run with a key and a live owner (``owner``) holds that key; ``get_or_run`` waits for the
+holder to finish and reuses its run instead of computing the same thing twice, and takes over when the holder's
+owner is gone. Runs whose owner is gone are retired (KILLED) by the next entry point that starts
+(``retire_leftovers``); a live run is never marked KILLED. A new SQLite store is created under a file lock
+(``<db>.lock``), so two processes never both run MLflow's schema migration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +31,11 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-__all__ = ["KEY_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Finisher", "Tracker",
-           "code_version", "default_tracking_uri", "open_tracker"]
+from shapflow.config import InputError
+from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, Heartbeat, owner_alive, owner_tags
+
+__all__ = ["KEY_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Finisher",
+           "NoSuchExperiment", "Tracker", "client_for", "code_version", "default_tracking_uri", "open_tracker"]
 
 STAGE_TAG = "shapflow.stage"
 KEY_TAG = "shapflow.key"
@@ -32,7 +43,16 @@ STUDY_TAG = "shapflow.study"
 USE_CASE_TAG = "shapflow.use_case"
 SMOKE_TAG = "shapflow.smoke"  # "true" on the runs of a SMOKE configuration (tiny random stand-ins)
 PARENT_TAG = "mlflow.parentRunId"
+RETIRED_TAG = "shapflow.retired"  # why a leftover run was marked KILLED
 RETRIES = 30
+CLAIM_ATTEMPTS = 5  # holders that fail (or die) before this process computes the key itself
+CLAIM_WAIT = 24 * 3600.0  # seconds to wait for one live holder before giving up with a message
+CLAIM_SETTLE = 0.5  # seconds between taking a claim and confirming it (a rival's create may commit late)
+POLL_MAX = 10.0
+
+
+class NoSuchExperiment(InputError, LookupError):
+    """``open_tracker(..., create=False)`` of an experiment the store does not have; the message lists those it has."""
 
 
 def default_tracking_uri() -> str:
@@ -75,6 +95,7 @@ class Tracker:
     client: MlflowClient
     uri: str
     experiment_id: str
+    _heartbeat: Heartbeat | None = field(default=None, init=False, repr=False, compare=False)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``client.<method>(...)``, retried with backoff while SQLite reports "database is locked"."""
@@ -105,10 +126,27 @@ class Tracker:
         return found[0] if found else None
 
     def start(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
-        """Create a RUNNING run (nested under ``parent``) and return its id."""
+        """Create a RUNNING run (nested under ``parent``) owned by this process and return its id."""
+        tags = {**tags, **owner_tags()}
         if parent:
             tags = {**tags, PARENT_TAG: parent}
-        return self.call("create_run", self.experiment_id, run_name=name, tags=tags).info.run_id
+        run_id = self.call("create_run", self.experiment_id, run_name=name, tags=tags).info.run_id
+        self._beats().add(run_id)
+        return run_id
+
+    def adopt(self, run_id: str, tags: dict[str, str]) -> None:
+        """Tag a run another process created (``mlflow run``) and make this process its owner."""
+        self.log(run_id, tags={**tags, **owner_tags()})
+        self._beats().add(run_id)
+
+    def release(self, run_id: str) -> None:
+        """Stop refreshing the heartbeat of an adopted run (its creator ends it)."""
+        self._beats().remove(run_id)
+
+    def _beats(self) -> Heartbeat:
+        if self._heartbeat is None:
+            self._heartbeat = Heartbeat(lambda run_id, now: self.call("set_tag", run_id, HEARTBEAT_TAG, now))
+        return self._heartbeat
 
     def log(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
             tags: dict[str, str] | None = None) -> None:
@@ -122,23 +160,40 @@ class Tracker:
                   tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self._beats().remove(run_id)
         self.call("set_terminated", run_id, status)
 
     def get_or_run(self, name: str, stage: str, key: str, work: Callable[[str], Path | None], *,
                    parent: str | None = None, tags: dict[str, str] | None = None,
-                   finisher: Finisher | None = None) -> tuple[str, bool]:
+                   finisher: Finisher | None = None, claim: bool = True) -> tuple[str, bool]:
         """The FINISHED run with ``key``, or a new run in which ``work(run_id)`` logs; returns (run id, reused).
 
+        With ``claim`` a run of another live process that holds ``key`` (RUNNING) is waited for and reused
+        (taken over if it fails or its owner dies); without, a key is looked up once and computed if not
+        FINISHED (``work`` already ran elsewhere, e.g. a Ray task: a duplicate is harmless).
         ``work`` may return a file to log as an artifact before the run ends; with a ``finisher`` the upload
         and the end happen on its background thread (the caller goes on; the run turns FINISHED only once
         its artifact is there). A failure (or Ctrl-C) inside ``work`` ends the new run FAILED (KILLED) and
         re-raises, so it is redone. Nothing is read back that the caller does not need (store calls are a
         coalition's tracking overhead).
         """
-        found = self.finished(key)
-        if found is not None:
-            return found.info.run_id, True
-        run_id = self.start(name, {STAGE_TAG: stage, KEY_TAG: key, **(tags or {})}, parent)
+        if not claim:
+            found = self.finished(key)
+            if found is not None:
+                return found.info.run_id, True
+            return self.run_claimed(self.start(name, {STAGE_TAG: stage, KEY_TAG: key, **(tags or {})}, parent),
+                                    work, finisher), False
+        for _ in range(CLAIM_ATTEMPTS):
+            run_id, mine = self.claim(name, stage, key, parent=parent, tags=tags, settle=CLAIM_SETTLE)
+            if mine:
+                return self.run_claimed(run_id, work, finisher), False
+            if self.wait_for(run_id, f"{name} (key {key[:12]})") == "FINISHED":
+                return run_id, True
+        raise RuntimeError(f"{name}: {CLAIM_ATTEMPTS} runs holding key {key[:12]} failed or were abandoned; "
+                           "look at the FAILED runs of that key in the MLflow UI, fix the cause, and rerun")
+
+    def run_claimed(self, run_id: str, work: Callable[[str], Path | None], finisher: Finisher | None = None) -> str:
+        """``work(run_id)`` in a run this process holds, then finish it (FAILED/KILLED and re-raised on error)."""
         try:
             artifact = work(run_id)
         except BaseException as err:
@@ -148,7 +203,71 @@ class Tracker:
             self.finish(run_id, artifact)
         else:
             finisher.submit(run_id, artifact)
-        return run_id, False
+        return run_id
+
+    def holder(self, key: str, mine: str | None = None) -> Run | None:
+        """The run holding ``key``: the newest FINISHED one, else the first-started RUNNING one whose owner lives
+        (``mine`` counts as live); RUNNING runs of dead owners met on the way are retired."""
+        runs = self.search(f"tags.`{KEY_TAG}` = '{key}'")
+        finished = [run for run in runs if run.info.status == "FINISHED"]
+        if finished:
+            return finished[0]
+        live = []
+        for run in runs:
+            if run.info.status != "RUNNING":
+                continue
+            if run.info.run_id == mine or owner_alive(run.data.tags):
+                live.append(run)
+            else:
+                self.retire(run)
+        return min(live, key=lambda run: (run.info.start_time, run.info.run_id)) if live else None
+
+    def claim(self, name: str, stage: str, key: str, *, parent: str | None = None,
+              tags: dict[str, str] | None = None, settle: float = 0.0) -> tuple[str, bool]:
+        """Hold ``key``: (new RUNNING run of ours, True), or (the run that holds it, False: FINISHED, or RUNNING
+        under a live owner and started first; our own claim is then withdrawn, i.e. deleted).
+
+        A claim is taken, then confirmed after ``settle`` seconds (a rival's run may commit a little after its
+        start time); two processes that see each other agree on the first-started claim.
+        """
+        held = self.holder(key)
+        if held is not None:
+            return held.info.run_id, False
+        mine = self.start(name, {STAGE_TAG: stage, KEY_TAG: key, **(tags or {})}, parent)
+        for pause in ((0.0, settle) if settle else (0.0,)):
+            time.sleep(pause)
+            held = self.holder(key, mine)
+            if held is not None and held.info.run_id != mine:
+                self.withdraw(mine)
+                return held.info.run_id, False
+        return mine, True
+
+    def withdraw(self, run_id: str) -> None:
+        """Delete a claim of ours that did no work (another run holds its key)."""
+        self._beats().remove(run_id)
+        self.call("delete_run", run_id)
+
+    def wait_for(self, run_id: str, what: str, timeout: float = CLAIM_WAIT) -> str:
+        """Wait for another process's run to end; its final status, or "KILLED" once its owner is gone (the run
+        is retired then). Polls with a growing pause (at most ``POLL_MAX`` s); gives up after ``timeout``."""
+        deadline, pause, said = time.monotonic() + timeout, 0.5, False
+        while True:
+            run = self.call("get_run", run_id)
+            if run.info.status != "RUNNING" or run.info.lifecycle_stage == "deleted":
+                return run.info.status if run.info.lifecycle_stage != "deleted" else "KILLED"
+            if not owner_alive(run.data.tags):
+                self.retire(run)
+                return "KILLED"
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} is still being computed by run {run_id} (owner "
+                                   f"{run.data.tags.get(OWNER_TAG, '?')}) after {timeout:.0f} s; wait for it, or "
+                                   "stop that process, then rerun")
+            if not said:
+                print(f"shapflow: {what} is being computed by run {run_id} (owner "
+                      f"{run.data.tags.get(OWNER_TAG, '?')}): waiting for it to reuse it", file=sys.stderr)
+                said = True
+            time.sleep(pause)
+            pause = min(pause * 1.5, POLL_MAX)
 
     def finish(self, run_id: str, artifact: Path | None = None) -> None:
         """Log ``artifact`` (if any), then end the run FINISHED (FAILED, re-raised, if the upload fails)."""
@@ -160,11 +279,18 @@ class Tracker:
             raise
         self.end(run_id)
 
-    def retire_leftovers(self, study: str) -> int:
-        """Mark RUNNING runs of a study left by a killed job as KILLED (they never count); returns how many."""
-        stale = self.search(f"tags.`{STUDY_TAG}` = '{study}' AND attributes.status = 'RUNNING'")
+    def retire(self, run: Run) -> None:
+        """Mark a RUNNING run whose owner is gone KILLED (it never counts; its key is computed again)."""
+        self.call("set_tag", run.info.run_id, RETIRED_TAG,
+                  f"owner {run.data.tags.get(OWNER_TAG, '?')} gone; retired by {owner_tags()[OWNER_TAG]}")
+        self.end(run.info.run_id, "KILLED")
+
+    def retire_leftovers(self) -> int:
+        """Retire the experiment's RUNNING runs whose owner process is gone (a killed job's attribute, stage and
+        coalition runs); runs of live owners, this process's included, are left alone. Returns how many."""
+        stale = [run for run in self.search("attributes.status = 'RUNNING'") if not owner_alive(run.data.tags)]
         for run in stale:
-            self.end(run.info.run_id, "KILLED")
+            self.retire(run)
         return len(stale)
 
     def download(self, run_id: str, path: str, into: Path) -> Path:
@@ -202,20 +328,59 @@ class Finisher:
             self._pool.shutdown(wait=True)
 
 
-def open_tracker(experiment: str | None = None, uri: str | None = None) -> Tracker:
-    """A Tracker on ``uri`` (default: ``default_tracking_uri()``) and the named experiment, created if missing.
+_READY: set[str] = set()  # store URIs this process has initialised
 
-    A run started by ``mlflow run`` (``MLFLOW_RUN_ID``) fixes the experiment to that run's.
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on ``<db>.lock`` beside a SQLite store (nothing for other stores or without fcntl)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no fcntl; the first process should create the store alone
+        yield
+        return
+    with open(f"{uri.removeprefix('sqlite:///')}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def client_for(uri: str) -> MlflowClient:
+    """An MlflowClient on ``uri`` (tracking and registry), the store created and migrated once per process under
+    ``_store_lock``: MLflow's own first-use migration of a new SQLite file is not safe to run twice at once."""
+    if uri in _READY:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with _store_lock(uri):  # the client itself may already open (and so migrate) the store
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    _READY.add(uri)
+    return client
+
+
+def open_tracker(experiment: str | None = None, uri: str | None = None, *, create: bool = True) -> Tracker:
+    """A Tracker on ``uri`` (default: ``default_tracking_uri()``) and the named experiment (default "Default"),
+    created if missing (its artifacts under ``mlartifacts/<name>`` beside a SQLite store) unless ``create`` is
+    False: then a missing experiment raises ``NoSuchExperiment``.
+
+    The experiment never follows ``MLFLOW_RUN_ID``: ``mlflow run`` and ``shapflow run`` of one use case log into
+    the same experiment and so reuse each other's runs (``runs.parent_run`` links an adopted run elsewhere).
     """
     uri = uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    adopted = os.environ.get("MLFLOW_RUN_ID")
-    if adopted:
-        return Tracker(client, uri, client.get_run(adopted).info.experiment_id)
+    client = client_for(uri)
     name = experiment or "Default"
     found = client.get_experiment_by_name(name)
-    if found is not None:
+    if found is not None and found.lifecycle_stage == "active":
         return Tracker(client, uri, found.experiment_id)
+    if not create or found is not None:
+        known = sorted(e.name for e in client.search_experiments())
+        state = "is deleted (restore it with `mlflow experiments restore`)" if found is not None else "does not exist"
+        raise NoSuchExperiment(f"experiment {name!r} {state} in {uri}; experiments there: {', '.join(known) or 'none'}")
     root = _artifact_root(uri)
     location = None if root is None else Path(root, name.replace("/", "_")).as_uri()
     try:

@@ -22,6 +22,7 @@ import torch
 
 from shapflow.config import TrainConfig, UseCaseConfig, from_dict, to_dict
 from shapflow.data import ContributorDataset
+from shapflow.models.schema import ModelFileError
 from shapflow.properties import Property
 
 __all__ = ["STAGE_META", "STAGE_ORDER", "CoalitionResult", "Context", "Family", "Models", "StageIO", "Store",
@@ -106,12 +107,20 @@ def stage_recipe(cfg: UseCaseConfig, stage: str) -> TrainConfig | None:
 def read_stage_meta(folder: Path) -> dict[str, Any]:
     """The ``stage.json`` of a stage folder: format, family, stage, use_case (config as data), extra facts."""
     path = Path(folder) / STAGE_META
+    fix = "restore the folder from its stage run's model artifacts (or rerun that stage)"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: expected a stage folder written by shapflow (its model files "
-                                "and stage.json)")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != _FORMAT:
-        raise ValueError(f"{path} has format {meta.get('format')!r}, expected {_FORMAT!r}")
+        raise ModelFileError(f"{path} not found: expected a stage folder written by shapflow (its model files "
+                             f"and stage.json); {fix}")
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{path} is not valid JSON ({err}); {fix}") from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelFileError(f"{path} has format {found!r}, expected {_FORMAT!r}; {fix}")
+    missing = [key for key in ("family", "stage", "use_case") if not isinstance(meta.get(key), str | dict)]
+    if missing:
+        raise ModelFileError(f"{path} lacks {', '.join(missing)}; {fix}")
     return meta
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shapflow.data import load_manifest
+from shapflow.data import DataError, load_manifest
 
 
 def _write_images(folder, names):
@@ -57,3 +57,48 @@ def test_missing_manifest_and_bad_header(tmp_path):
     (tmp_path / "m.csv").write_text("file,owner\na.png,alice\n")
     with pytest.raises(ValueError, match="path,contributor"):
         load_manifest(tmp_path / "m.csv")
+
+
+EXPORTS = {  # what spreadsheets save as "CSV", as bytes
+    "utf-8 with BOM": "\ufeffpath,contributor\na.png,alice\nb.png,bob\n".encode(),
+    "windows line endings": b"path,contributor\r\na.png,alice\r\nb.png,bob\r\n",
+    "spaces and header case": b" Path , Contributor \n a.png ,  alice \nb.png,bob  \n",
+    "semicolons": b"path;contributor\na.png;alice\nb.png;bob\n",
+    "utf-16 tabs": "path\tcontributor\na.png\talice\nb.png\tbob\n".encode("utf-16"),
+    "blank rows": b"path,contributor\na.png,alice\n,\n\nb.png,bob\n,,\n",
+    "windows separators": b"path,contributor\nimgs\\a.png,alice\nimgs\\b.png,bob\n",
+}
+
+
+@pytest.mark.parametrize("export", sorted(EXPORTS))
+def test_manifests_as_spreadsheets_export_them_load(tmp_path, export):
+    folder = tmp_path / "imgs" if "separators" in export else tmp_path
+    folder.mkdir(exist_ok=True)
+    _write_images(folder, ["a.png", "b.png"])
+    (tmp_path / "m.csv").write_bytes(EXPORTS[export])
+    data = load_manifest(tmp_path / "m.csv")
+    assert data.names == ("alice", "bob") and data.counts().tolist() == [1, 1]
+
+
+def test_latin1_names_are_read_and_errors_name_file_row_and_fix(tmp_path):
+    _write_images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "m.csv").write_bytes("path,contributor\na.png,Zoë\nb.png,José\n".encode("latin-1"))
+    assert load_manifest(tmp_path / "m.csv").names == ("Zoë", "José")
+    (tmp_path / "m.csv").write_text("path,contributor\na.png,alice\nb.png, \n")
+    with pytest.raises(DataError, match=r"m\.csv row 3: empty contributor name: fill in who contributed b\.png"):
+        load_manifest(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("path,contributor\n")
+    with pytest.raises(DataError, match="lists no images: add rows"):
+        load_manifest(tmp_path / "m.csv")
+
+
+def test_data_errors_are_input_errors_of_the_data_source(tmp_path):
+    from shapflow.config import AssetsConfig, DataConfig, InputError
+    from shapflow.data import load_data
+
+    (tmp_path / "m.csv").write_text("file,owner\na.png,alice\n")
+    with pytest.raises(InputError, match=r"manifest .*m\.csv lacks column"):
+        load_data(DataConfig(source="manifest", path=str(tmp_path / "m.csv")))
+    (tmp_path / "cifar.tar.gz").write_text("not an archive")  # a loader's own ValueError, reported as the data's
+    with pytest.raises(DataError, match=r"data.source=cifar20: .*cifar\.tar\.gz"):
+        load_data(DataConfig(source="cifar20"), AssetsConfig(cifar100=str(tmp_path / "cifar.tar.gz")))

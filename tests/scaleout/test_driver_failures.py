@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 
@@ -24,7 +25,10 @@ def _command(experiment, *extra, overrides=OVERRIDES):
 
 
 def _env(uri):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    """This checkout's shapflow (not another install) on the server ``uri``."""
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     env.pop("MLFLOW_RUN_ID", None)
     return env
 
@@ -70,10 +74,10 @@ def test_killed_ray_driver_resumes_without_duplicates(scaleout_env, tmp_path):
 
 
 def test_two_drivers_at_once_duplicates_are_ignored(scaleout_env, tmp_path):
-    """Two drivers CAN both evaluate a coalition (lookup-then-run is not atomic across processes); each
-    evaluation skips a coalition already FINISHED, and a duplicate that slips through carries the same
-    identity and the same utility (same seeds), and ``utilities_table`` keeps one row per coalition id,
-    so every estimator ignores it. The test asserts exactly that, whether or not a duplicate happened."""
+    """Two drivers split the coalitions (each claims one just before evaluating it, skipping those the other
+    holds or finished); a duplicate can still slip through when both claim within a commit's delay of each
+    other: it carries the same identity and the same utility (same seeds), and ``utilities_table`` keeps one
+    row per coalition id, so every estimator ignores it. The test asserts exactly that."""
     experiment = f"two-drivers-{RUN}"
     overrides = " ".join(FAST_SETTINGS)
     request = parse_request(USE_CASE, overrides=overrides, budget=BUDGET, workers=1, experiment=experiment)

@@ -182,3 +182,19 @@ def test_no_torch_or_mlflow_imported():
         "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'mlflow')]; print(bad); assert not bad"
     ) % (root / "shapflow")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("method", ["kernelshap-paired", "kernelshap-paper"])
+def test_std_is_unknown_not_zero_when_the_fit_interpolates(method):
+    """At the minimum budget a paired design has n/2 independent pairs for n - 1 free values: the residuals
+    are zero by construction, so the std is NaN (and never converges), not 0; with 4 n coalitions it is known."""
+    n = 10
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=n)
+    for budget, known in ((n, method == "kernelshap-paper"), (4 * n, True)):
+        masks = SAMPLERS[default_sampler("kernelshap-paired")](n, budget, 0).masks
+        utilities = masks @ weights + 0.1 * masks.sum(axis=1) ** 2 + rng.normal(scale=0.1, size=len(masks))
+        result = estimate(masks, utilities, method, v0=0.0, v1=weights.sum() + 0.1 * n**2)
+        assert np.isfinite(result.values).all()
+        assert (np.isfinite(result.std).all() and (result.std > 0).any()) if known else np.isnan(result.std).all()
+        assert known or convergence(result) == (False, -1)

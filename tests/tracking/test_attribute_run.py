@@ -12,8 +12,9 @@ def test_every_planned_coalition_has_exactly_one_finished_run(tiny_store):
     runs = tracker.search(f"tags.`{STUDY_TAG}` = '{result.study_id}' AND tags.`{STAGE_TAG}` = 'coalition'")
     finished = [r for r in runs if r.info.status == "FINISHED"]
     ids = sorted(r.data.params["coalition_id"] for r in finished)
-    assert ids == sorted(plan(request).ids)
-    sample = finished[0]
+    assert request.check == 2  # --check auto on a budget of 10: the run also evaluates 2 held-out coalitions
+    assert ids == sorted([*plan(request).ids, "check-000000", "check-000001"])
+    sample = next(r for r in finished if r.data.params["coalition_id"] in plan(request).ids)
     assert sample.info.run_name.startswith("coalition ") and " · " in sample.info.run_name
     assert {"utility", "neg_log_fd", "sft_seconds", "sampling_seconds", "scoring_seconds"} <= set(sample.data.metrics)
     assert {"coalition_id", "contributors", "size", "mask", "sampler", "seed", "upstream_run",
@@ -52,5 +53,6 @@ def test_utilities_table_has_masks_and_endpoints(tiny_store):
     uri, result, request = tiny_store
     table = utilities_table(open_tracker(request.experiment, uri=uri), result.study_id)
     assert set(table["stage"]) == {"coalition", "endpoint"}
-    assert len(table) == request.budget + 2
+    assert len(table) == request.budget + 2 + request.check  # planned, endpoints, self-check
+    assert (table["role"] == "check").sum() == request.check
     assert all(len(m) == request.n_contributors for m in table["mask"])

@@ -10,6 +10,7 @@ from shapflow.testing.fast import FAST_SETTINGS
 from shapflow.tracking import STAGE_TAG, open_tracker
 
 BUDGET = 10
+CHECKS = ("check-000000", "check-000001")  # --check auto on 10 coalitions: evaluated after the plan
 
 
 def _coalition_runs(uri):
@@ -17,18 +18,16 @@ def _coalition_runs(uri):
     return tracker.search(f"tags.`{STAGE_TAG}` = 'coalition'")
 
 
-def test_kill_and_rerun_yields_one_finished_run_per_coalition(tmp_path):
+def test_kill_and_rerun_yields_one_finished_run_per_coalition(tmp_path, child_env):
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SHAPFLOW_CACHE_DIR": str(tmp_path / "cache"),
+    env = {**child_env, "MLFLOW_TRACKING_URI": uri,
            "SHAPFLOW_CODE_VERSION": "resume-test"}  # a commit landing mid-test must not start a new study
-    env.pop("MLFLOW_RUN_ID", None)
     overrides = " ".join([*FAST_SETTINGS, "sft.steps=25"])  # slower coalitions: the kill lands mid-loop
     command = [sys.executable, "-m", "shapflow.cli", "run", "--use-case", "digits-classes", "--budget", str(BUDGET),
                "--workers", "2", "--overrides", overrides]
-    _coalition_runs(uri)  # create (migrate) the store first: two processes must not both initialise it
     job = subprocess.Popen(command, env=env, cwd=tmp_path, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, before = time.monotonic() + 150, []
+    deadline, before = time.monotonic() + 300, []
     while time.monotonic() < deadline and job.poll() is None:
         before = [r for r in _coalition_runs(uri) if r.info.status == "FINISHED"]
         if len(before) >= 2:
@@ -43,8 +42,9 @@ def test_kill_and_rerun_yields_one_finished_run_per_coalition(tmp_path):
     runs = _coalition_runs(uri)
     finished = [r for r in runs if r.info.status == "FINISHED"]
     ids = [r.data.params["coalition_id"] for r in finished]
-    assert len(ids) == len(set(ids)) == BUDGET
+    assert len(ids) == len(set(ids)) == BUDGET + len(CHECKS) and set(CHECKS) <= set(ids)
     kept = {r.info.run_id for r in finished}
     assert {r.info.run_id for r in before} <= kept  # finished before the kill: not recomputed
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)  # leftovers marked, never RUNNING
+    assert all("gone" in r.data.tags["shapflow.retired"] for r in runs if r.info.status == "KILLED")
     assert f"{BUDGET - len(before)} coalitions evaluated now" in rerun.stdout
