@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
 __all__ = ["KEY_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Finisher", "Tracker",
-           "code_version", "default_tracking_uri", "open_tracker"]
+           "code_version", "default_tracking_uri", "global_tracking_uri", "open_tracker"]
 
 STAGE_TAG = "shapflow.stage"
 KEY_TAG = "shapflow.key"
@@ -33,6 +35,27 @@ USE_CASE_TAG = "shapflow.use_case"
 SMOKE_TAG = "shapflow.smoke"  # "true" on the runs of a SMOKE configuration (tiny random stand-ins)
 PARENT_TAG = "mlflow.parentRunId"
 RETRIES = 30
+
+
+@contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to ``uri`` inside the block, for the MLflow functions that read only
+    that (``mlflow.pyfunc.log_model``, the registry's lookup of a LoggedModel, ``mlflow.pyfunc.load_model``).
+
+    Restores the previous URI and the ``MLFLOW_TRACKING_URI`` variable exactly as they were: MLflow's own
+    ``_use_tracking_uri`` unsets that variable on exit when no URI had been set, which would send every later
+    default lookup (and child process) to another store.
+    """
+    previous, variable = tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    tracking_utils.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri = previous
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
 
 
 def default_tracking_uri() -> str:
