@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Run
+from mlflow.entities import Experiment, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
-__all__ = ["KEY_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Finisher", "Tracker",
-           "code_version", "default_tracking_uri", "global_tracking_uri", "open_tracker"]
+__all__ = ["KEY_TAG", "KIND_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "TRAINING_KIND", "USE_CASE_TAG",
+           "Finisher", "Tracker", "code_version", "default_tracking_uri", "global_tracking_uri", "open_tracker",
+           "runs_page"]
 
 STAGE_TAG = "shapflow.stage"
 KEY_TAG = "shapflow.key"
@@ -34,6 +35,10 @@ STUDY_TAG = "shapflow.study"
 USE_CASE_TAG = "shapflow.use_case"
 SMOKE_TAG = "shapflow.smoke"  # "true" on the runs of a SMOKE configuration (tiny random stand-ins)
 PARENT_TAG = "mlflow.parentRunId"
+# The experiment kind MLflow 3 records and its UI reads (mlflow/server/js: ExperimentKind): model training opens on
+# the runs table. The 3.17 UI bundle reads it only with its GenAI/Model-training switch off; with the switch (on by
+# default) the kind follows ``?workflowType=machine_learning`` in the URL (``runs_page``) or the switch's last state.
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 RETRIES = 30
 
 
@@ -225,23 +230,40 @@ class Finisher:
             self._pool.shutdown(wait=True)
 
 
+def _training_kind(tracker: Tracker, experiment: Experiment) -> Tracker:
+    """Tag ``experiment`` as model training (unless it says otherwise), so MLflow 3's UI opens it on its runs."""
+    if KIND_TAG not in experiment.tags:
+        tracker.call("set_experiment_tag", experiment.experiment_id, KIND_TAG, TRAINING_KIND)
+    return tracker
+
+
+def runs_page(uri: str, experiment_id: str) -> str:
+    """Where the MLflow UI shows an experiment's training runs: the URL for a tracking server, else how to get there."""
+    page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{page}"
+
+
 def open_tracker(experiment: str | None = None, uri: str | None = None) -> Tracker:
     """A Tracker on ``uri`` (default: ``default_tracking_uri()``) and the named experiment, created if missing.
 
-    A run started by ``mlflow run`` (``MLFLOW_RUN_ID``) fixes the experiment to that run's.
+    A run started by ``mlflow run`` (``MLFLOW_RUN_ID``) fixes the experiment to that run's. The experiment is
+    tagged ``mlflow.experimentKind = custom_model_development`` (created so, or tagged when it has no kind).
     """
     uri = uri or default_tracking_uri()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     adopted = os.environ.get("MLFLOW_RUN_ID")
-    if adopted:
-        return Tracker(client, uri, client.get_run(adopted).info.experiment_id)
     name = experiment or "Default"
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return Tracker(client, uri, found.experiment_id)
-    root = _artifact_root(uri)
-    location = None if root is None else Path(root, name.replace("/", "_")).as_uri()
-    try:
-        return Tracker(client, uri, client.create_experiment(name, artifact_location=location))
-    except MlflowException:  # another process created it first
-        return Tracker(client, uri, client.get_experiment_by_name(name).experiment_id)
+    found = (client.get_experiment(client.get_run(adopted).info.experiment_id) if adopted
+             else client.get_experiment_by_name(name))
+    if found is None:
+        root = _artifact_root(uri)
+        location = None if root is None else Path(root, name.replace("/", "_")).as_uri()
+        try:
+            client.create_experiment(name, artifact_location=location, tags={KIND_TAG: TRAINING_KIND})
+        except MlflowException:
+            if client.get_experiment_by_name(name) is None:  # not "another process created it first"
+                raise
+        found = client.get_experiment_by_name(name)
+    return _training_kind(Tracker(client, uri, found.experiment_id), found)
