@@ -7,6 +7,8 @@ from _common import run_script, validated
 
 from shapflow.attribution import run_attribute
 from shapflow.cli.options import attribute_options
+from shapflow.tracking import default_tracking_uri
+from shapflow.tracking.store import runs_page
 
 
 @click.command()
@@ -17,6 +19,7 @@ def main(**options) -> None:
     print(result.values.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"values and plots of attribute run {result.run_id}: {result.artifact_uri}/"
           "{values.csv, values.md, values.png, convergence.png, samples_full.png}")
+    print(f"the runs in the MLflow UI: {runs_page(default_tracking_uri(), result.experiment_id)}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ a FINISHED run with it, so a killed job, rerun, evaluates exactly the coalitions
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +25,12 @@ from shapflow.tracking import (
     CLAIM_ATTEMPTS,
     STUDY_TAG,
     USE_CASE_TAG,
+    Contributors,
     FinishedLookup,
     Finisher,
     TrackedStore,
     Tracker,
+    log_training_input,
     utilities_table,
 )
 from shapflow.utility import CoalitionResult, Study
@@ -48,6 +50,10 @@ class Driver:
     study_id: str
     model_version: str
     workdir: Path
+    contributors: Contributors = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.contributors = Contributors.of(self.request.cfg, self.study.data)
 
     def tags(self, cid: str) -> dict[str, str]:
         return {STUDY_TAG: self.study_id, "shapflow.coalition_id": cid, USE_CASE_TAG: self.request.cfg.name}
@@ -75,13 +81,17 @@ class Driver:
         return identity("coalition", self.study_id, mask_key(mask), self.request.cfg.sft.seed)
 
     def log_outcome(self, run_id: str, cid: str, mask: np.ndarray, outcome: CoalitionResult | Outcome) -> Path:
-        """Log params and metrics (utility, properties, sFT/sampling/scoring seconds) of one run; returns its
+        """Log params and metrics (utility, properties, sFT/sampling/scoring seconds) of one run, and the data it
+        trained on as its input (the coalition's part; v(all): the market; v(empty): none); returns its
         sample grid, the artifact ``get_or_run`` uploads before the run ends."""
         timings = {"sft_seconds": outcome.timings.get("train_seconds", 0.0),
                    "sampling_seconds": outcome.timings.get("sample_seconds", 0.0),
                    "scoring_seconds": outcome.timings.get("score_seconds", 0.0)}
         self.tracker.log(run_id, params=self.params(cid, mask),
                          metrics={"utility": outcome.utility, **outcome.properties, **timings})
+        if mask.any():
+            part = self.contributors.dataset() if mask.all() else self.contributors.coalition(mask, cid)
+            log_training_input(self.tracker, run_id, part)
         return image_grid(outcome.images, self.workdir / f"{run_id}" / "samples.png")
 
     def endpoints(self) -> None:

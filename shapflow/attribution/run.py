@@ -28,8 +28,10 @@ from shapflow.tracking import (
     STAGE_TAG,
     STUDY_TAG,
     USE_CASE_TAG,
+    Contributors,
     TrackedStore,
     Tracker,
+    log_training_input,
     open_tracker,
     parent_run,
     register_stage,
@@ -64,6 +66,14 @@ def _register(tracker: Tracker, request: Request, store: TrackedStore) -> str:
     return register_stage(tracker, f"{request.cfg.name}-pruned", store.runs["finetune"], request.alias)
 
 
+def _log_market(tracker: Tracker, parent: str, store: TrackedStore, study: Study) -> None:
+    """The contributors as the training input of the parent run and of the stage runs computed in it (a reused
+    stage run got it when it ran)."""
+    market = Contributors.of(study.cfg, study.data).dataset()
+    for run_id in [parent, *(run for stage, run in store.runs.items() if not store.reused[stage])]:
+        log_training_input(tracker, run_id, market)
+
+
 def run_stages(request: Request, until: str, *, uri: str | None = None, progress: bool = True) -> dict[str, str]:
     """Get-or-run the stages up to ``until`` (full, prune, finetune) under a ``pipeline`` run; {stage: run id}.
 
@@ -73,7 +83,8 @@ def run_stages(request: Request, until: str, *, uri: str | None = None, progress
     with parent_run(tracker, f"pipeline · {request.cfg.name} · until {until}", _tags(request, "pipeline")) as parent, \
             tempfile.TemporaryDirectory(prefix="shapflow-stages-") as workdir:
         store = TrackedStore(tracker, Path(workdir), parent=parent)
-        load_study(request.cfg, store=store, progress=progress, until=until)
+        study = load_study(request.cfg, store=store, progress=progress, until=until)
+        _log_market(tracker, parent, store, study)
         _register(tracker, request, store)
         tracker.log(parent, tags={f"shapflow.run.{stage}": run_id for stage, run_id in store.runs.items()})
     return store.runs
@@ -100,6 +111,7 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
     cfg = request.cfg
     store = TrackedStore(tracker, workdir, parent=parent)
     study = load_study(cfg, store=store, progress=progress)
+    _log_market(tracker, parent, store, study)
     version = _register(tracker, request, store)
     study_id = identity("study", stage_key(cfg, "coalition"), store.runs["finetune"])
     resolved = {"use_case": cfg.name, "budget": request.budget, "method": request.method, "seed": request.seed,

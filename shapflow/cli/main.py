@@ -22,7 +22,8 @@ from shapflow.cli.scaleout import coalitions_group, server_group
 from shapflow.config import ConfigError, load_use_case
 from shapflow.data.assets import check_use_case, format_table
 from shapflow.shapley import DEFAULT_METHOD, METHODS
-from shapflow.tracking import Tracker, latest_experiment, open_tracker, studies, utilities_table
+from shapflow.tracking import Tracker, default_tracking_uri, latest_experiment, open_tracker, studies, utilities_table
+from shapflow.tracking.store import runs_page
 
 __all__ = ["main"]
 
@@ -69,6 +70,7 @@ def run_command(**options) -> None:
                f"{result.evaluated_now} coalitions evaluated now")
     click.echo(f"values and plots: {result.artifact_uri}/values.csv, values.md, values.png, convergence.png, "
                "samples_full.png")
+    click.echo(f"the runs in the MLflow UI: {runs_page(default_tracking_uri(), result.experiment_id)}")
 
 
 @main.command("utilities")

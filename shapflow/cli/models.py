@@ -7,10 +7,13 @@ from pathlib import Path
 
 import click
 from mlflow.exceptions import MlflowException
+from safetensors.torch import save_file
 
+from shapflow.attribution.report import image_grid
 from shapflow.cli.errors import UserError, registry_lookup
 from shapflow.tracking import RegisteredModel, load_registered, open_tracker
-from shapflow.utility import load_scorer, stage_properties
+from shapflow.utility import load_scorer
+from shapflow.utility.deploy import seed_image, seed_properties
 
 __all__ = ["models_group"]
 
@@ -71,12 +74,25 @@ def models_alias(name: str, alias: str, version: str) -> None:
 
 @models_group.command("check")
 @click.argument("ref")
-def models_check(ref: str) -> None:
-    """Deployment check: load REF, sample with the use case's fixed seed, score, print the properties.
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Sample with sampling.seed=SEED instead of the use case's fixed seed.")
+@click.option("--image", "image_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the seed's image (the first image of its noise, sampled alone: what the MLflow "
+                   "model's predict returns for that seed) as safetensors {image: (C, H, W) float32 in [-1, 1]}, "
+                   "and as a PNG beside it.")
+def models_check(ref: str, seed: int | None, image_path: Path | None) -> None:
+    """Deployment check: load REF, sample with the use case's fixed seed (or --seed), score, print the properties.
 
     \b
     Example:  shapflow models check digits-pruned@latest
+              shapflow models check digits-pruned@prod --seed 7 --image seed7.safetensors
     """
     loaded = _registered(ref, None)
-    scorer = load_scorer(loaded.cfg)
-    click.echo(json.dumps(stage_properties(scorer, loaded.family, loaded.ctx, loaded.models), indent=1))
+    seed = loaded.cfg.sampling.seed if seed is None else seed
+    click.echo(json.dumps(seed_properties(loaded.loaded, load_scorer(loaded.cfg), seed), indent=1))
+    if image_path is not None:
+        image = seed_image(loaded.loaded, seed).contiguous()
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"image": image}, str(image_path), metadata={"ref": ref, "seed": str(seed)})
+        image_grid(image[None], image_path.with_suffix(".png"), nrow=1)
+        click.echo(f"image of seed {seed}: {image_path} (and {image_path.with_suffix('.png')})", err=True)

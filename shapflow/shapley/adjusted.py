@@ -83,12 +83,15 @@ def crossfit(
     masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, *, seed: int, folds: int, surrogate: str
 ) -> CrossFit:
     """Steps 1-2 of the module docstring on masks bool (m, n) and utilities (m,); where the surrogate has several
-    candidates (e.g. penalties), the one with the least kernel-weighted out-of-fold squared residual is kept."""
+    candidates (e.g. penalties), the one with the least kernel-weighted out-of-fold squared residual is kept.
+    With fewer distinct pairs than ``folds``, each pair is its own fold."""
     n = masks.shape[1]
     unit = canonical_pairs(masks)  # a pair and repeats of one coalition share a label
     n_units = int(unit.max()) + 1
-    if folds < 2 or folds > n_units:
-        raise ValueError(f"folds must be in 2..{n_units} (the distinct coalition pairs), got {folds!r}")
+    if folds < 2 or n_units < 2:
+        raise ValueError(f"cross-fitting needs folds >= 2 (got {folds!r}) and 2 distinct coalition pairs (got "
+                         f"{n_units}): evaluate more coalitions")
+    folds = min(folds, n_units)  # fewer pairs than folds: leave one pair out
     fold = (np.random.default_rng(seed).permutation(n_units) % folds)[unit]
     corners = np.array([np.zeros(n, bool), np.ones(n, bool)])
     fits = [fit_surrogate(surrogate, masks[fold != k], utilities[fold != k], v0, v1, seed + k) for k in range(folds)]

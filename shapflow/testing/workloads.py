@@ -57,7 +57,8 @@ def make_sft_step(unet: UNet2DModel, batch: int, seed: int = 0, lr: float = 1e-4
     x0, eps, t = _batch(unet, batch, device, seed)
     alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, device=device), 0)[t].view(-1, 1, 1, 1)
     x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
-    opt = make_optimizer(list(unet.parameters()), "adamw", lr, weight_decay=1e-2, fused=fused_optimizer)
+    trained = [p for p in unet.parameters() if p.requires_grad]  # a LoRA'd UNet trains its adapter only
+    opt = make_optimizer(trained, "adamw", lr, weight_decay=1e-2, fused=fused_optimizer)
     unet.train()
 
     def step() -> torch.Tensor:

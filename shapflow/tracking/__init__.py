@@ -1,7 +1,9 @@
 """The only MLflow code: the client and its retried writes (``store``), an entry point's runs and reading them
-back (``runs``), stage runs (``stages``), the model registry (``registry``), the tracking server (``server``),
-who owns a RUNNING run (``owner``)."""
+back (``runs``), stage runs (``stages``), the contributors as MLflow datasets (``datasets``), the model registry
+(``registry``) whose versions are MLflow models (``pyfunc``), the tracking server (``server``), who owns a RUNNING
+run (``owner``)."""
 
+from shapflow.tracking.datasets import Contributors, log_training_input
 from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, owner_alive
 from shapflow.tracking.registry import RegisteredModel, load_registered, register_stage, resolve_model
 from shapflow.tracking.runs import (
@@ -32,8 +34,7 @@ from shapflow.tracking.store import (
 )
 
 __all__ = ["CLAIM_ATTEMPTS", "HEARTBEAT_TAG", "KEY_TAG", "LINK_TAG", "OWNER_TAG", "PARENT_TAG", "SMOKE_TAG",
-           "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "FinishedLookup", "Finisher", "NoSuchExperiment",
-           "RegisteredModel",
-           "RunStopped", "TrackedStore", "Tracker", "client_for", "code_version", "default_tracking_uri",
-           "latest_experiment", "load_registered", "open_tracker", "owner_alive", "parent_run", "register_stage",
-           "resolve_model", "studies", "utilities_table"]
+           "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Contributors", "FinishedLookup", "Finisher", "NoSuchExperiment",
+           "RegisteredModel", "RunStopped", "TrackedStore", "Tracker", "client_for", "code_version",
+           "default_tracking_uri", "latest_experiment", "load_registered", "log_training_input", "open_tracker",
+           "owner_alive", "parent_run", "register_stage", "resolve_model", "studies", "utilities_table"]

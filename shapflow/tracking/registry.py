@@ -1,8 +1,11 @@
 """Registered models, ready to use: ``load_registered("digits-pruned@latest")`` -> the family's models, the
 use case they were trained for, and the context to sample them with.
 
-Versions point at a stage run's ``model`` folder (the family's safetensors / PEFT adapter files and
-``stage.json`` with the use-case config), so loading never unpickles anything.
+Each version is an MLflow model (``shapflow.tracking.pyfunc``: models-from-code, the stage folder as its
+``stage`` artifact), so ``mlflow.pyfunc.load_model("models:/digits-pruned@prod")`` and ``mlflow models serve``
+work too. Versions registered before that point at a stage run's ``model`` folder; ``load_registered`` reads
+both kinds. Either way the weights are the family's safetensors / PEFT adapter files and ``stage.json`` with
+the use-case config, so loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -12,85 +15,125 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 
-from shapflow.config import UseCaseConfig, from_dict
-from shapflow.tracking.store import Tracker, open_tracker
-from shapflow.utility import Context, Family, Models, family_of, read_stage_meta
+from shapflow.config import UseCaseConfig
+from shapflow.tracking.pyfunc import STAGE_ARTIFACT, log_stage_model
+from shapflow.tracking.store import Tracker, global_tracking_uri, open_tracker
+from shapflow.utility import Context, Family, Models
+from shapflow.utility.deploy import LoadedStage, load_stage_folder
 
 __all__ = ["RegisteredModel", "load_registered", "register_stage", "resolve_model"]
 
+_MODELS = "models:/"
 
-def _model_version(tracker: Tracker, name: str, run_id: str, source: str) -> str:
-    """The version of registered model ``name`` made from ``run_id``, registering it once."""
+
+def _model_id(version: ModelVersion) -> str | None:
+    """The LoggedModel a version was registered from (its source ``models:/<model id>``; the store's search
+    does not fill ``model_id``), or None for a version of a run's folder."""
+    source = version.source or ""
+    return version.model_id or (source.removeprefix(_MODELS) if source.startswith(_MODELS) else None)
+
+
+def _model_version(tracker: Tracker, name: str, run_id: str, model_id: str) -> str:
+    """The version of registered model ``name`` made from the MLflow model ``model_id``, registering it once."""
     try:
         tracker.call("create_registered_model", name)
     except MlflowException as err:
         if "already exists" not in str(err).lower():
             raise
     found = tracker.call("search_model_versions", f"name = '{name}' AND run_id = '{run_id}'")
-    if found:
-        return str(found[0].version)
-    return str(tracker.call("create_model_version", name, source=source, run_id=run_id).version)
+    same = [v for v in found if _model_id(v) == model_id]
+    if same:
+        return str(same[0].version)
+    with global_tracking_uri(tracker.uri):  # the registry finds the LoggedModel through the global URI
+        return str(tracker.call("create_model_version", name, source=f"{_MODELS}{model_id}", run_id=run_id,
+                                model_id=model_id).version)
 
 
 def register_stage(tracker: Tracker, name: str, run_id: str, alias: str | None = None) -> str:
-    """Register a stage run's ``model`` folder as a version of ``name`` (once) and set ``alias``; returns version."""
-    source = f"{tracker.call('get_run', run_id).info.artifact_uri.rstrip('/')}/model"
-    version = _model_version(tracker, name, run_id, source)
+    """Log a stage run's ``model`` folder as an MLflow model and register it as a version of ``name`` (each
+    once: a rerun logs and registers nothing new), then set ``alias``; returns the version."""
+    version = _model_version(tracker, name, run_id, log_stage_model(tracker, run_id, name))
     if alias:
         tracker.call("set_registered_model_alias", name, alias, version)
     return version
 
 
-def resolve_model(tracker: Tracker, ref: str) -> tuple[str, str, str]:
-    """``name@alias`` / ``name@latest`` / ``name/<version>`` -> (name, version, run id).
+def _version(tracker: Tracker, ref: str) -> ModelVersion:
+    """The model version ``name@alias`` / ``name@latest`` / ``name/<version>`` names.
 
     ``latest`` is MLflow's reserved word for the highest version, never an alias one can set.
     """
     if "@" in ref:
         name, alias = ref.split("@", 1)
-        if alias.lower() == "latest":
-            versions = tracker.call("search_model_versions", f"name = '{name}'")
-            if not versions:
-                raise MlflowException(f"registered model {name!r} has no versions: run the attribute entry point")
-            chosen = max(versions, key=lambda v: int(v.version))
-        else:
-            chosen = tracker.call("get_model_version_by_alias", name, alias)
-    elif "/" in ref:
-        name, number = ref.split("/", 1)
-        chosen = tracker.call("get_model_version", name, number)
-    else:
-        raise MlflowException(f"model reference {ref!r} is invalid: write NAME@ALIAS, NAME@latest or NAME/VERSION")
-    return name, str(chosen.version), chosen.run_id
+        if alias.lower() != "latest":
+            return tracker.call("get_model_version_by_alias", name, alias)
+        versions = tracker.call("search_model_versions", f"name = '{name}'")
+        if not versions:
+            raise MlflowException(f"registered model {name!r} has no versions: run the attribute entry point")
+        return max(versions, key=lambda v: int(v.version))
+    if "/" in ref:
+        return tracker.call("get_model_version", *ref.split("/", 1))
+    raise MlflowException(f"model reference {ref!r} is invalid: write NAME@ALIAS, NAME@latest or NAME/VERSION")
 
 
+def resolve_model(tracker: Tracker, ref: str) -> tuple[str, str, str]:
+    """``name@alias`` / ``name@latest`` / ``name/<version>`` -> (name, version, run id)."""
+    chosen = _version(tracker, ref)
+    return chosen.name, str(chosen.version), chosen.run_id
+
+
+def _stage_folder(tracker: Tracker, version: ModelVersion, into: Path) -> Path:
+    """The stage folder of a version: the ``stage`` artifact of its MLflow model, or (a version registered
+    before versions were MLflow models) its run's ``model`` folder."""
+    model_id = _model_id(version)
+    if model_id is None:
+        return tracker.download(version.run_id, "model", into)
+    with global_tracking_uri(tracker.uri):  # models:/ URIs find their LoggedModel through the global URI
+        root = mlflow.artifacts.download_artifacts(artifact_uri=f"{_MODELS}{model_id}", dst_path=str(into),
+                                                   tracking_uri=tracker.uri)
+    pyfunc = Model.load(root).flavors["python_function"]
+    return Path(root, pyfunc["artifacts"][STAGE_ARTIFACT]["path"])
 
 
 @dataclass
 class RegisteredModel:
-    """A loaded model version: name, version, source run, the use case, its family, context and models."""
+    """A loaded model version: name, version, source run, and the loaded stage (use case, family, context,
+    models)."""
 
     name: str
     version: str
     run_id: str
-    cfg: UseCaseConfig
-    family: Family
-    ctx: Context
-    models: Models
+    loaded: LoadedStage
+
+    @property
+    def cfg(self) -> UseCaseConfig:
+        return self.loaded.cfg
+
+    @property
+    def family(self) -> Family:
+        return self.loaded.family
+
+    @property
+    def ctx(self) -> Context:
+        return self.loaded.ctx
+
+    @property
+    def models(self) -> Models:
+        return self.loaded.models
 
 
 def load_registered(ref: str, into: Path | None = None, uri: str | None = None) -> RegisteredModel:
     """Load ``NAME@ALIAS`` / ``NAME@latest`` / ``NAME/VERSION`` from the registry (``into``: keep the files there)."""
     tracker = open_tracker(uri=uri)
-    name, version, run_id = resolve_model(tracker, ref)
+    version = _version(tracker, ref)
     with tempfile.TemporaryDirectory(prefix="shapflow-model-") as tmp:
-        folder = tracker.download(run_id, "model", Path(tmp))
-        meta = read_stage_meta(folder)
-        cfg = from_dict(UseCaseConfig, meta["use_case"])
-        family = family_of(cfg)
-        ctx = family.context(cfg)
-        models = family.load(ctx, folder, meta["stage"])
+        folder = _stage_folder(tracker, version, Path(tmp))
+        loaded = load_stage_folder(folder)
         if into is not None:
             shutil.copytree(folder, into, dirs_exist_ok=True)
-    return RegisteredModel(name, version, run_id, cfg, family, ctx, models)
+    return RegisteredModel(version.name, str(version.version), version.run_id, loaded)

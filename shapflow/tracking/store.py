@@ -27,15 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Run
+from mlflow.entities import Experiment, Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from shapflow.config import InputError
 from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, Heartbeat, owner_alive, owner_tags
 
-__all__ = ["KEY_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Finisher",
-           "NoSuchExperiment", "Tracker", "client_for", "code_version", "default_tracking_uri", "open_tracker"]
+__all__ = ["KEY_TAG", "KIND_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "TRAINING_KIND", "USE_CASE_TAG",
+           "Finisher", "NoSuchExperiment", "Tracker", "client_for", "code_version", "default_tracking_uri",
+           "global_tracking_uri", "open_tracker", "runs_page"]
 
 STAGE_TAG = "shapflow.stage"
 KEY_TAG = "shapflow.key"
@@ -44,6 +46,10 @@ USE_CASE_TAG = "shapflow.use_case"
 SMOKE_TAG = "shapflow.smoke"  # "true" on the runs of a SMOKE configuration (tiny random stand-ins)
 PARENT_TAG = "mlflow.parentRunId"
 RETIRED_TAG = "shapflow.retired"  # why a leftover run was marked KILLED
+# The experiment kind MLflow 3 records and its UI reads (mlflow/server/js: ExperimentKind): model training opens on
+# the runs table. The 3.17 UI bundle reads it only with its GenAI/Model-training switch off; with the switch (on by
+# default) the kind follows ``?workflowType=machine_learning`` in the URL (``runs_page``) or the switch's last state.
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 RETRIES = 30
 CLAIM_ATTEMPTS = 5  # holders that fail (or die) before this process computes the key itself
 CLAIM_WAIT = 24 * 3600.0  # seconds to wait for one live holder before giving up with a message
@@ -53,6 +59,27 @@ POLL_MAX = 10.0
 
 class NoSuchExperiment(InputError, LookupError):
     """``open_tracker(..., create=False)`` of an experiment the store does not have; the message lists those it has."""
+
+
+@contextlib.contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to ``uri`` inside the block, for the MLflow functions that read only
+    that (``mlflow.pyfunc.log_model``, the registry's lookup of a LoggedModel, ``mlflow.pyfunc.load_model``).
+
+    Restores the previous URI and the ``MLFLOW_TRACKING_URI`` variable exactly as they were: MLflow's own
+    ``_use_tracking_uri`` unsets that variable on exit when no URI had been set, which would send every later
+    default lookup (and child process) to another store.
+    """
+    previous, variable = tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    tracking_utils.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri = previous
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
 
 
 def default_tracking_uri() -> str:
@@ -363,10 +390,27 @@ def client_for(uri: str) -> MlflowClient:
     return client
 
 
+def _training_kind(tracker: Tracker, experiment: Experiment) -> Tracker:
+    """Tag ``experiment`` as model training (unless it says otherwise), so MLflow 3's UI opens it on its runs."""
+    if KIND_TAG not in experiment.tags:
+        tracker.call("set_experiment_tag", experiment.experiment_id, KIND_TAG, TRAINING_KIND)
+    return tracker
+
+
+def runs_page(uri: str, experiment_id: str) -> str:
+    """Where the MLflow UI shows an experiment's training runs: the URL for a tracking server, else how to get there."""
+    page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{page}"
+
+
 def open_tracker(experiment: str | None = None, uri: str | None = None, *, create: bool = True) -> Tracker:
     """A Tracker on ``uri`` (default: ``default_tracking_uri()``) and the named experiment (default "Default"),
     created if missing (its artifacts under ``mlartifacts/<name>`` beside a SQLite store) unless ``create`` is
-    False: then a missing experiment raises ``NoSuchExperiment``.
+    False: then a missing experiment raises ``NoSuchExperiment``. The experiment is tagged
+    ``mlflow.experimentKind = custom_model_development`` (created so, or tagged when it has no kind), so MLflow 3's
+    UI opens it on its runs.
 
     The experiment never follows ``MLFLOW_RUN_ID``: ``mlflow run`` and ``shapflow run`` of one use case log into
     the same experiment and so reuse each other's runs (``runs.parent_run`` links an adopted run elsewhere).
@@ -376,7 +420,7 @@ def open_tracker(experiment: str | None = None, uri: str | None = None, *, creat
     name = experiment or "Default"
     found = client.get_experiment_by_name(name)
     if found is not None and found.lifecycle_stage == "active":
-        return Tracker(client, uri, found.experiment_id)
+        return _training_kind(Tracker(client, uri, found.experiment_id), found)
     if not create or found is not None:
         known = sorted(e.name for e in client.search_experiments())
         state = "is deleted (restore it with `mlflow experiments restore`)" if found is not None else "does not exist"
@@ -384,6 +428,7 @@ def open_tracker(experiment: str | None = None, uri: str | None = None, *, creat
     root = _artifact_root(uri)
     location = None if root is None else Path(root, name.replace("/", "_")).as_uri()
     try:
-        return Tracker(client, uri, client.create_experiment(name, artifact_location=location))
+        return Tracker(client, uri, client.create_experiment(name, artifact_location=location,
+                                                           tags={KIND_TAG: TRAINING_KIND}))
     except MlflowException:  # another process created it first
         return Tracker(client, uri, client.get_experiment_by_name(name).experiment_id)

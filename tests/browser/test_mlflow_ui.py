@@ -1,7 +1,11 @@
-"""The MLflow UI lists the coalition runs of a tiny attribute run by name; a run's page shows its utility.
+"""The MLflow UI, opened where shapflow points the user (``runs_page``: the model-training view), lists the
+coalition runs of a tiny attribute run by name, nested under it, with the data each trained on in the Dataset
+column and the registered models in the Models column; a run's page shows its utility; the attribute run's
+artifacts show the values chart.
 
 Starts ``mlflow server`` on 127.0.0.1 against the tiny store and drives Debian's headless Chromium with
-Playwright (never a downloaded browser). Keeps a screenshot in test-artifacts/mlflow-ui.png.
+Playwright (never a downloaded browser). Keeps screenshots in test-artifacts/: mlflow-ui.png (the runs table),
+mlflow-ui-run.png (a coalition run), mlflow-ui-values.png (the values chart).
 """
 
 import os
@@ -17,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from shapflow.tracking import STAGE_TAG, open_tracker
+from shapflow.tracking.store import runs_page
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -67,7 +72,7 @@ def _require_browser():
         (pytest.fail if os.environ.get("CI") else pytest.skip)(f"browser test needs {', '.join(missing)}")
 
 
-def test_coalition_runs_are_listed_with_names_and_utility(server, tmp_path):
+def test_runs_table_shows_nested_coalition_runs_their_data_and_the_values_chart(server, tmp_path):
     _require_browser()
     from playwright import sync_api as playwright
     base, uri, result, request = server
@@ -77,18 +82,24 @@ def test_coalition_runs_are_listed_with_names_and_utility(server, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
                                                        headless=True, args=FLAGS,
-                                                       viewport={"width": 1600, "height": 1000})
+                                                       viewport={"width": 2000, "height": 1000})
         try:
             page = browser.new_page()
-            page.goto(f"{base}/#/experiments/{result.experiment_id}/runs", timeout=60_000)
+            page.goto(runs_page(base, result.experiment_id), timeout=60_000)
             page.get_by_text("attribute ·", exact=False).first.wait_for(timeout=60_000)
             expanders = page.locator("button[data-component-id*=runnamecellrenderer]")
             for k in range(expanders.count()):  # child runs are listed under their (collapsed) parent
                 expanders.nth(k).click()
             page.get_by_text("coalition 00", exact=False).first.wait_for(timeout=60_000)
+            page.get_by_text(f"{request.cfg.name}-coalition-", exact=False).first.wait_for(timeout=60_000)
             listing = page.inner_text("body")
             shown = [r.info.run_name for r in coalitions if r.info.run_name in listing]
             assert len(shown) == len(coalitions), (shown, listing[:2000])
+            datasets = [f"{request.cfg.name}-coalition-{r.data.params['coalition_id']}" for r in coalitions]
+            assert [d for d in datasets if d not in listing] == [], listing[:3000]  # the Dataset column, per run
+            lines = {line.split(" (")[0].strip() for line in listing.splitlines()}  # "name (digest)" -> name
+            expected = {"Runs", "Dataset", "Models", f"{request.cfg.name}-contributors", f"{request.cfg.name}-pruned"}
+            assert expected <= lines, (expected - lines, listing[:3000])  # training runs, data, registered models
             page.screenshot(path=str(ARTIFACTS / "mlflow-ui.png"), full_page=True)
             run = coalitions[0]
             page.goto(f"{base}/#/experiments/{result.experiment_id}/runs/{run.info.run_id}", timeout=60_000)
@@ -97,5 +108,12 @@ def test_coalition_runs_are_listed_with_names_and_utility(server, tmp_path):
             body = page.inner_text("body")
             assert run.info.run_name in body
             assert f"{run.data.metrics['utility']:.3f}"[:5] in body
+            page.goto(f"{base}/#/experiments/{result.experiment_id}/runs/{result.run_id}/artifacts"
+                      "?workflowType=machine_learning", timeout=60_000)
+            page.get_by_text("values.png", exact=True).first.click(timeout=60_000)
+            chart = page.locator("img[src^='blob:']").first
+            chart.wait_for(timeout=60_000)
+            assert chart.evaluate("img => img.complete && img.naturalWidth") > 100  # the chart, drawn
+            page.screenshot(path=str(ARTIFACTS / "mlflow-ui-values.png"), full_page=True)
         finally:
             browser.close()

@@ -157,6 +157,15 @@ def test_folds_keep_pairs_and_repeats_together():
     assert fit.fold_values["shapley"].shape == (5, n) and fit.ends.shape == (5, 2)
 
 
+def test_fewer_pairs_than_folds_leaves_one_pair_out():
+    n = 8
+    masks, y, v0, v1, _ = _logged("glove", n, 40, seed=0)
+    fit = crossfit(masks[:6], y[:6], v0, v1, seed=0, folds=5, surrogate="saturating")  # 3 pairs
+    assert fit.fold_values["shapley"].shape == (3, n)
+    with pytest.raises(ValueError, match="2 distinct coalition pairs"):
+        crossfit(masks[:2], y[:2], v0, v1, seed=0, folds=5, surrogate="saturating")
+
+
 def test_residuals_are_out_of_fold():
     """On pure noise, trees memorise their training rows: only out-of-fold residuals keep the noise's variance, so a
     surrogate that overfits cannot fake a small residual game."""
