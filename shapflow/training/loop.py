@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from shapflow.config import DiffusionConfig, TrainConfig
 from shapflow.data import ContributorDataset
+from shapflow.models.attention import vmap_safe_attention
 
 __all__ = ["Member", "TrainResult", "ddpm_scheduler", "diffusion_loss", "make_optimizer", "sampling_state", "train",
            "train_many"]
@@ -135,7 +136,7 @@ class _Stacked:
         params, self.buffers = torch.func.stack_module_state(models)
         self.named = {name: value.detach().clone().requires_grad_(True) for name, value in params.items()}
         self.params = list(self.named.values())
-        self.base = copy.deepcopy(models[0]).to("meta")
+        self.base = vmap_safe_attention(copy.deepcopy(models[0]).to("meta"))
 
     def losses(self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         def one(params, buffers, x, steps):
