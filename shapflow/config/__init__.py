@@ -4,6 +4,8 @@ validation helpers (``sections``)."""
 from shapflow.config.sections import ASSET_KEYS, AssetsConfig, ConfigError, LoraConfig, SampleConfig, check
 from shapflow.config.usecase import (
     FAMILIES,
+    PRECISION_AUTO,
+    PRECISIONS,
     STAGES,
     DataConfig,
     DiffusionConfig,
@@ -26,6 +28,8 @@ from shapflow.config.usecase import (
 __all__ = [
     "ASSET_KEYS",
     "FAMILIES",
+    "PRECISIONS",
+    "PRECISION_AUTO",
     "STAGES",
     "AssetsConfig",
     "ConfigError",
