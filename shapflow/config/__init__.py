@@ -12,6 +12,8 @@ from shapflow.config.sections import (
 )
 from shapflow.config.usecase import (
     FAMILIES,
+    PRECISION_AUTO,
+    PRECISIONS,
     STAGES,
     DataConfig,
     DiffusionConfig,
@@ -34,6 +36,8 @@ from shapflow.config.usecase import (
 __all__ = [
     "ASSET_KEYS",
     "FAMILIES",
+    "PRECISIONS",
+    "PRECISION_AUTO",
     "STAGES",
     "AssetsConfig",
     "ConfigError",

@@ -26,6 +26,8 @@ from shapflow.config.sections import check as _check
 __all__ = [
     "ASSET_KEYS",
     "FAMILIES",
+    "PRECISIONS",
+    "PRECISION_AUTO",
     "STAGES",
     "AssetsConfig",
     "ConfigError",
@@ -197,6 +199,15 @@ PROPERTY_NAMES = ("neg_log_fd", "frechet_distance", "inception_score", "class_en
                   "inception_score_v3", "fid", "neg_log_fid", "cluster_entropy", "aesthetic_p90")
 DATA_SOURCES = ("digits-market", "digits-classes", "manifest", "cifar20", "celebahq", "artbench")
 FAMILIES = ("pixel", "latent", "sd_lora")
+# Arithmetic of the training loop's forward + loss and of the sampler's denoiser (shapflow.training.precision):
+# fp32; tf32 (CUDA matmuls and convolutions in TF32, a no-op on CPU); bf16 (autocast, fp32 master weights);
+# auto (PRECISION_AUTO's pick for the device the model is on).
+PRECISIONS = ("fp32", "tf32", "bf16", "auto")
+# What precision=auto runs per device type: only a precision measured faster than fp32 whose utilities agree
+# with fp32's (Pearson >= 0.99 over digits coalitions). CPU, 2026-12-03 (docs/results/2026-12-03-precision-cpu.md):
+# bf16 autocast is several times SLOWER than fp32 (no bf16 units), so fp32. CUDA: not measured yet
+# (benchmarks/gpu_check.sh), so fp32. Part of the stage key of a precision=auto study.
+PRECISION_AUTO: dict[str, str] = {"cpu": "fp32", "cuda": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -261,6 +272,7 @@ class UseCaseConfig:
     assets: AssetsConfig = field(default_factory=AssetsConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     kernels: str = "eager"  # eager | auto | cpp | triton (shapflow.kernels.optimize)
+    precision: str = "fp32"  # fp32 | tf32 | bf16 | auto (PRECISIONS); in the key of every stage that trains or samples
     # SMOKE configuration (shapflow.testing.smoke): tiny random stand-ins for every asset; part of every stage key,
     # so a smoke run is never reused as a real one.
     tiny: bool = False
@@ -268,19 +280,22 @@ class UseCaseConfig:
     def __post_init__(self) -> None:
         _check(self.kernels in ("eager", "auto", "cpp", "triton"), "kernels", self.kernels,
                "use eager, auto, cpp or triton")
+        _check(self.precision in PRECISIONS, "precision", self.precision,
+               f"use one of {', '.join(PRECISIONS)} (fp32 unless measured otherwise: see PRECISION_AUTO)")
 
 
-# Each stage's output depends on its own section and on every section upstream of it.
+# Each stage's output depends on its own section and on every section upstream of it (``precision``: the
+# arithmetic of every stage that trains or samples).
 _INPUTS = ("tiny", "assets", "data")
 STAGES: dict[str, tuple[str, ...]] = {
     "data": _INPUTS,
-    "full": (*_INPUTS, "model", "diffusion", "lora", "train"),
-    "prune": (*_INPUTS, "model", "diffusion", "lora", "train", "prune"),
-    "finetune": (*_INPUTS, "model", "diffusion", "lora", "train", "prune", "finetune"),
-    "sampling": ("sampling",),
+    "full": (*_INPUTS, "model", "diffusion", "lora", "precision", "train"),
+    "prune": (*_INPUTS, "model", "diffusion", "lora", "precision", "train", "prune"),
+    "finetune": (*_INPUTS, "model", "diffusion", "lora", "precision", "train", "prune", "finetune"),
+    "sampling": ("precision", "sampling"),
     "property": (*_INPUTS, "property"),
-    "coalition": (*_INPUTS, "model", "diffusion", "lora", "train", "prune", "finetune", "sft", "sampling",
-                  "property", "utility"),
+    "coalition": (*_INPUTS, "model", "diffusion", "lora", "precision", "train", "prune", "finetune", "sft",
+                  "sampling", "property", "utility"),
 }
 
 
@@ -302,9 +317,17 @@ def stage_key(cfg: UseCaseConfig, stage: str) -> str:
     """sha256 of the canonical JSON of a stage's sections: the identity used for caching and resume."""
     if stage not in STAGES:
         raise ConfigError(f"stage={stage!r} is invalid: use one of {', '.join(STAGES)}")
-    payload = {section: to_dict(getattr(cfg, section)) for section in STAGES[stage]}
+    payload = {section: _identity_of(cfg, section) for section in STAGES[stage]
+               if not (section == "precision" and cfg.precision == "fp32")}  # fp32 keeps the keys from before
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _identity_of(cfg: UseCaseConfig, section: str) -> Any:
+    """A section as hashed: its data; precision=auto with the table it resolves by (a new measurement, a new key)."""
+    if section == "precision" and cfg.precision == "auto":
+        return {"auto": dict(sorted(PRECISION_AUTO.items()))}
+    return to_dict(getattr(cfg, section))
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

@@ -74,7 +74,8 @@ def _retrain_stack(cfg: UseCaseConfig, data: ContributorDataset, jobs: list[Retr
     """Train the models of ``jobs`` from scratch, stacked in one loop; their sampling weights, in job order."""
     members = [Member(build_unet(cfg.model, seed=job.seed).to(device), data.subset(mask_of(job.mask)), job.seed)
                for job in jobs]
-    results = train_many(members, cfg.train, cfg.diffusion, progress=progress, desc=f"retrain x{len(jobs)}")
+    results = train_many(members, cfg.train, cfg.diffusion, progress=progress, desc=f"retrain x{len(jobs)}",
+                         precision=cfg.precision)
     models = []
     for result in results:
         model = copy.deepcopy(result.model)
@@ -133,7 +134,7 @@ def _run_chunk(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, c
     outcomes = []
     for job, model in zip(chunk, models, strict=True):
         began = time.perf_counter()
-        images = sample(model, cfg.sampling, cfg.diffusion)
+        images = sample(model, cfg.sampling, cfg.diffusion, precision=cfg.precision)
         sampled = time.perf_counter()
         properties = scorer.score_all(images)
         timings = {"train_seconds": train_seconds, "sample_seconds": sampled - began,

@@ -17,6 +17,7 @@ import torch
 from diffusers import UNet2DModel
 from safetensors.torch import load_file, save_file
 
+from shapflow.models.attention import sdpa_attention
 from shapflow.models.schema import FORMAT, architecture, check_model_folder
 
 __all__ = ["architecture", "load_unet", "save_unet"]
@@ -64,4 +65,4 @@ def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, torch.Tensor] 
             setattr(module, attr, value)
     _install(model, load_file(files.weights))
     ema = load_file(files.ema) if files.ema else None
-    return model.eval(), ema, files.extra
+    return sdpa_attention(model).eval(), ema, files.extra

@@ -24,6 +24,8 @@ from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dic
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from shapflow.models.attention import sdpa_attention
+
 __all__ = ["ADAPTER_WEIGHTS", "LORA_TARGETS", "CaptionConditionedDenoiser", "SDComponents", "add_lora",
            "encode_caption", "fresh_lora_state", "load_lora", "load_sd_components", "lora_disabled", "lora_parameters",
            "lora_state", "save_lora", "set_lora_state"]
@@ -65,7 +67,7 @@ def load_sd_components(source: str | Path, *, allow_download: bool = False) -> S
     tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local)
     for module in (unet, vae, text_encoder):
         module.eval().requires_grad_(False)
-    return SDComponents(unet, vae, text_encoder, tokenizer)
+    return SDComponents(sdpa_attention(unet), sdpa_attention(vae), text_encoder, tokenizer)
 
 
 @torch.no_grad()

@@ -1,10 +1,11 @@
-"""Build diffusers ``UNet2DModel`` from config (no download)."""
+"""Build diffusers ``UNet2DModel`` from config (no download); its attention runs through SDPA."""
 
 from __future__ import annotations
 
 from diffusers import UNet2DModel
 
 from shapflow.config import ModelConfig
+from shapflow.models.attention import sdpa_attention
 
 __all__ = ["build_unet", "count_parameters"]
 
@@ -15,7 +16,7 @@ def build_unet(cfg: ModelConfig, seed: int = 0) -> UNet2DModel:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return UNet2DModel(
+        return sdpa_attention(UNet2DModel(
             sample_size=cfg.sample_size,
             in_channels=cfg.in_channels,
             out_channels=cfg.in_channels,
@@ -26,7 +27,7 @@ def build_unet(cfg: ModelConfig, seed: int = 0) -> UNet2DModel:
             norm_num_groups=cfg.norm_num_groups,
             add_attention=cfg.add_attention,
             attention_head_dim=cfg.attention_head_dim,
-        )
+        ))
 
 
 def count_parameters(model) -> int:

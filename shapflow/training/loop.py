@@ -4,7 +4,9 @@ Every use differs only by its initial model, its data and its ``TrainConfig``. T
 DDPM epsilon-prediction MSE with a linear beta schedule; timesteps are drawn antithetically
 (t and T-1-t in one batch) to lower the variance of the loss; the optimizer is Adam/AdamW with
 linear warm-up, optional cosine decay and gradient clipping. EMA is explicit (see ``EMAConfig``).
-All randomness comes from one seeded generator, so a run is deterministic on CPU.
+All randomness comes from one seeded generator, so a run is deterministic on CPU. ``precision``
+(``shapflow.training.precision``) sets the arithmetic of the forward pass; the loss, gradients, optimizer and
+EMA stay fp32.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from tqdm.auto import tqdm
 
 from shapflow.config import DiffusionConfig, TrainConfig
 from shapflow.data import ContributorDataset
+from shapflow.models.attention import vmap_safe_attention
+from shapflow.training.precision import compute_precision
 
 __all__ = ["Member", "TrainResult", "ddpm_scheduler", "diffusion_loss", "make_optimizer", "sampling_state", "train",
            "train_many"]
@@ -113,7 +117,7 @@ class _Single:
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def losses(self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.mse_loss(self.model(x_t[0], t[0]).sample, noise[0])[None]
+        return torch.nn.functional.mse_loss(self.model(x_t[0], t[0]).sample.float(), noise[0])[None]
 
     def clip(self, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)  # on CPU the default loops in Python
@@ -135,13 +139,13 @@ class _Stacked:
         params, self.buffers = torch.func.stack_module_state(models)
         self.named = {name: value.detach().clone().requires_grad_(True) for name, value in params.items()}
         self.params = list(self.named.values())
-        self.base = copy.deepcopy(models[0]).to("meta")
+        self.base = vmap_safe_attention(copy.deepcopy(models[0]).to("meta"))
 
     def losses(self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         def one(params, buffers, x, steps):
             return torch.func.functional_call(self.base, (params, buffers), (x, steps)).sample
 
-        predicted = torch.func.vmap(one)(self.named, self.buffers, x_t, t)
+        predicted = torch.func.vmap(one)(self.named, self.buffers, x_t, t).float()
         return (predicted - noise).pow(2).flatten(1).mean(1)
 
     def clip(self, max_norm: float) -> None:
@@ -165,22 +169,26 @@ class _Stacked:
 
 
 def train(model: UNet2DModel, data: ContributorDataset, cfg: TrainConfig, diffusion: DiffusionConfig, *,
-          ema_init: dict[str, torch.Tensor] | None = None, progress: bool = False, desc: str = "train") -> TrainResult:
+          ema_init: dict[str, torch.Tensor] | None = None, progress: bool = False, desc: str = "train",
+          precision: str = "fp32") -> TrainResult:
     """Train ``model`` in place on ``data`` for ``cfg.steps`` steps, on the device its weights are on.
 
     ``ema_init`` is the upstream EMA state, used only when ``cfg.ema.init == "continue"``; with
-    ``init == "fresh"`` the EMA starts from the weights ``model`` has now.
+    ``init == "fresh"`` the EMA starts from the weights ``model`` has now. ``precision``: the forward pass's
+    arithmetic (``config.PRECISIONS``).
     """
-    return train_many([Member(model, data, cfg.seed, ema_init)], cfg, diffusion, progress=progress, desc=desc)[0]
+    return train_many([Member(model, data, cfg.seed, ema_init)], cfg, diffusion, progress=progress, desc=desc,
+                      precision=precision)[0]
 
 
 def train_many(members: list[Member], cfg: TrainConfig, diffusion: DiffusionConfig, *, progress: bool = False,
-               desc: str = "train") -> list[TrainResult]:
+               desc: str = "train", precision: str = "fp32") -> list[TrainResult]:
     """Train each member's model in place with recipe ``cfg`` (its own seed and data), all in one loop.
 
     Member k draws its batches, timesteps and noise from its own generator seeded ``members[k].seed``
     in the same order as a lone ``train``, so it ends where a lone run ends (up to float rounding).
     More than one member needs architecture-equal models on one device and runs them stacked.
+    ``precision`` applies to the forward pass only (``compute_precision``).
     """
     for member in members:
         if cfg.ema.init == "continue" and cfg.ema.decay > 0 and member.ema_init is None:
@@ -209,7 +217,8 @@ def train_many(members: list[Member], cfg: TrainConfig, diffusion: DiffusionConf
             x0.append(source[index.to(device)])
         x0, t, noise = torch.stack(x0), torch.stack(t).to(device), torch.stack(noise).to(device)
         x_t = scheduler.add_noise(x0.flatten(0, 1), noise.flatten(0, 1), t.flatten()).view_as(x0)
-        loss = trainee.losses(x_t, t, noise)
+        with compute_precision(precision, device):
+            loss = trainee.losses(x_t, t, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
         if cfg.grad_clip > 0:

@@ -113,7 +113,7 @@ class LoraFamily:
               progress: bool = False, desc: str = "train") -> LoraModels:
         """Train the LoRA weights from ``start``'s state in place on its denoiser; the new state is a copy."""
         denoiser = start.install()
-        train(denoiser, data, recipe, ctx.cfg.diffusion, progress=progress, desc=desc)
+        train(denoiser, data, recipe, ctx.cfg.diffusion, progress=progress, desc=desc, precision=ctx.cfg.precision)
         return LoraModels(denoiser, lora_state(denoiser.unet))
 
     def prune(self, ctx: LoraContext, full: LoraModels, data: ContributorDataset) -> tuple[LoraModels, dict]:
@@ -128,10 +128,10 @@ class LoraFamily:
         denoiser = models.install()
         if models.state is not None:
             return sample_latent_images(denoiser, ctx.components.vae, shape, cfg.sampling, cfg.diffusion,
-                                        num_images=num_images)
+                                        num_images=num_images, precision=cfg.precision)
         with lora_disabled(denoiser.unet):
             return sample_latent_images(denoiser, ctx.components.vae, shape, cfg.sampling, cfg.diffusion,
-                                        num_images=num_images)
+                                        num_images=num_images, precision=cfg.precision)
 
     def save(self, models: LoraModels, folder: Path) -> None:
         if models.state is None:

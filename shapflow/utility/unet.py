@@ -3,7 +3,8 @@ autoencoder, e.g. CelebA-HQ's VQ-VAE; images are decoded before scoring).
 
 Both train a diffusers ``UNet2DModel`` with the one training loop, prune its channels with Torch-Pruning and
 store it as safetensors + JSON (pruned widths included). A stage's output is ``UNetModels``: the raw weights,
-the EMA (if the recipe kept one) and the weights it samples with.
+the EMA (if the recipe kept one) and the weights it samples with. Training and sampling run at the use case's
+``precision``.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class PixelFamily:
               progress: bool = False, desc: str = "train") -> UNetModels:
         """Train a copy of ``start``'s sampling weights (its EMA handed on for ``ema.init=continue``)."""
         model = optimize_for(start.for_sampling(), ctx.cfg.kernels)
-        result = train(model, data, recipe, ctx.cfg.diffusion, ema_init=start.ema, progress=progress, desc=desc)
+        result = train(model, data, recipe, ctx.cfg.diffusion, ema_init=start.ema, progress=progress, desc=desc,
+                       precision=ctx.cfg.precision)
         return UNetModels(result.model, result.ema, sampling_state(result, recipe))
 
     def prune(self, ctx: Context, full: UNetModels, data: ContributorDataset) -> tuple[UNetModels, dict[str, float]]:
@@ -95,7 +97,7 @@ class PixelFamily:
 
     def images(self, ctx: Context, models: UNetModels, num_images: int | None = None) -> torch.Tensor:
         model = optimize_for(models.for_sampling(), ctx.cfg.kernels)
-        return sample(model, ctx.cfg.sampling, ctx.cfg.diffusion, num_images=num_images)
+        return sample(model, ctx.cfg.sampling, ctx.cfg.diffusion, num_images=num_images, precision=ctx.cfg.precision)
 
     def save(self, models: UNetModels, folder: Path) -> None:
         save_unet(models.model, folder, ema=models.ema)
@@ -144,4 +146,4 @@ class LatentFamily(PixelFamily):
     def images(self, ctx: LatentContext, models: UNetModels, num_images: int | None = None) -> torch.Tensor:
         model = optimize_for(models.for_sampling(), ctx.cfg.kernels)
         return sample_latent_images(model, ctx.autoencoder, ctx.latent_shape, ctx.cfg.sampling, ctx.cfg.diffusion,
-                                    num_images=num_images)
+                                    num_images=num_images, precision=ctx.cfg.precision)
