@@ -173,10 +173,11 @@ class Driver:
         return ran
 
     def _rounds(self, pending: dict[int, np.ndarray]) -> list[dict[int, np.ndarray]]:
-        """The pending coalitions in plan order: one round, or rounds of max(n, 2 x workers) when adaptive."""
+        """The pending coalitions in plan order: one round, or rounds of max(n, 2 x workers x stack) when
+        adaptive (every worker gets two full stacks)."""
         if not self.request.until_converged:
             return [pending]
-        size = max(self.request.n_contributors, 2 * self.request.workers)
+        size = max(self.request.n_contributors, 2 * self.request.workers * self.request.stack)
         items = list(pending.items())
         return [dict(items[i:i + size]) for i in range(0, len(items), size)]
 
@@ -204,7 +205,8 @@ class Driver:
         ran = 0
         try:
             for outcome in evaluate_many(self.study, pending, workers=self.request.workers, folders=folders,
-                                         spec=self.request.executor, lookup=lookup, keys=keys):
+                                         spec=self.request.executor, lookup=lookup, keys=keys,
+                                         stack=self.request.stack):
                 cid, mask = planned.ids[outcome.index], planned.masks[outcome.index]
                 bar.update(1)
                 if outcome.skipped:  # FINISHED (or held) by another driver before it was evaluated: nothing to log

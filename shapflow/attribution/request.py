@@ -18,7 +18,7 @@ from shapflow.data.assets import require_use_case
 from shapflow.execution import ExecutorSpec
 from shapflow.shapley import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS, min_budget
 from shapflow.testing.smoke import smoke_config
-from shapflow.utility import family_of
+from shapflow.utility import Family, family_of
 
 __all__ = ["Request", "load_config", "parse_request", "split_overrides"]
 
@@ -40,6 +40,7 @@ class Request:
     threshold: float = DEFAULT_THRESHOLD
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     check: int = 0  # held-out half-size coalitions evaluated by the same utility to check the values
+    stack: int = 1  # coalitions each local process trains and samples together (not part of any coalition's key)
 
 
 def split_overrides(text: str | tuple[str, ...] | list[str]) -> list[str]:
@@ -65,7 +66,7 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
                   alias: str | None = None, experiment: str | None = None, tiny: bool = False,
                   until_converged: bool = False, threshold: float = DEFAULT_THRESHOLD, executor: str = "local",
                   ray_address: str | None = None, num_gpus: float = 0.0, max_retries: int = 3,
-                  check: str | int = "auto") -> Request:
+                  check: str | int = "auto", stack: int = 1) -> Request:
     """Validate every parameter and check every external asset BEFORE any run exists.
 
     ``budget`` None or 0: 10 n. ``workers`` None or 0: one per core for light families, else one.
@@ -74,6 +75,8 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
     ``tiny`` (or ``tiny=true`` in the config) selects the SMOKE configuration.
     ``check``: held-out coalitions of half the contributors the run evaluates by the same utility, to report how
     well the values predict them; ``auto``: 10% of the budget (8 to 48, at most 20%), 0: none.
+    ``stack``: coalitions each local process trains and samples together in one vmapped loop (the same utilities
+    as one at a time; faster where small models leave the device idle).
     """
     cfg = load_config(config or use_case, overrides, tiny)
     family = family_of(cfg)
@@ -83,6 +86,7 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
     if seed < 0:
         raise ConfigError(f"seed={seed} is invalid: use a non-negative integer (the coalition sampler's seed)")
     spec = ExecutorSpec(executor, ray_address or None, float(num_gpus or 0.0), int(max_retries))
+    _check_stack(int(stack), cfg, family, spec)
     require_use_case(cfg)
     n = load_data(cfg.data, cfg.assets).check_market().n_contributors
     budget = budget or 10 * n
@@ -99,7 +103,25 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
     if not threshold > 0:
         raise ConfigError(f"threshold={threshold} is invalid: use a positive fraction of the value range, e.g. 0.05")
     return Request(cfg, budget, method, seed, workers, alias, experiment or cfg.name, n, until_converged, threshold,
-                   spec, _check_count(check, budget))
+                   spec, _check_count(check, budget), int(stack))
+
+
+def _check_stack(stack: int, cfg: UseCaseConfig, family: Family, spec: ExecutorSpec) -> None:
+    """``stack`` >= 1; more than one needs a family whose models stack, eager kernels and the local executor."""
+    if stack < 1:
+        raise ConfigError(f"stack={stack} is invalid: use 1 (one coalition at a time) or more coalitions trained "
+                          "and sampled together per process")
+    if stack == 1:
+        return
+    if not family.stackable:
+        raise ConfigError(f"stack={stack} is invalid for model.family={family.name}: its models cannot be stacked, "
+                          "use stack=1")
+    if cfg.kernels != "eager":
+        raise ConfigError(f"kernels={cfg.kernels} cannot stack coalitions (its fused modules do not vmap): use "
+                          f"kernels=eager with stack={stack}, or stack=1")
+    if spec.kind != "local":
+        raise ConfigError(f"stack={stack} is invalid with executor={spec.kind} (one task per coalition): use "
+                          "executor=local, or stack=1")
 
 
 def _check_count(check: str | int, budget: int) -> int:

@@ -115,7 +115,7 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
     version = _register(tracker, request, store)
     study_id = identity("study", stage_key(cfg, "coalition"), store.runs["finetune"])
     resolved = {"use_case": cfg.name, "budget": request.budget, "method": request.method, "seed": request.seed,
-                "workers": request.workers, "executor": request.executor.kind,
+                "workers": request.workers, "stack": request.stack, "executor": request.executor.kind,
                 "config_hash": stage_key(cfg, "coalition"), "pruned_model_version": version}
     # "study." keys: `mlflow run` already logged the raw -P values (budget=0 = default) under the plain names
     tracker.log(parent, params={f"study.{k}": v for k, v in resolved.items()}, tags={STUDY_TAG: study_id})

@@ -35,6 +35,9 @@ def attribute_options(command):
         click.option("--seed", type=WHOLE, default=0, show_default=True, help="Coalition sampler seed."),
         click.option("--workers", type=WHOLE, default=0, show_default=True,
                      help="Worker processes, one torch thread each (0 = one per core; one for Stable Diffusion)."),
+        click.option("--stack", type=WHOLE, default=1, show_default=True,
+                     help="Coalitions each local process trains and samples together in one vmapped loop (same "
+                          "utilities; pixel family, kernels=eager)."),
         click.option("--alias", default=None, help="Registry alias to set on the full and pruned models."),
         click.option("--experiment", default=None, help="MLflow experiment [default: the use case name]."),
         click.option("--tiny", type=click.BOOL, default=False, show_default=True,

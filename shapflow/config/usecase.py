@@ -205,8 +205,8 @@ FAMILIES = ("pixel", "latent", "sd_lora")
 PRECISIONS = ("fp32", "tf32", "bf16", "auto")
 # What precision=auto runs per device type: only a precision measured faster than fp32 whose utilities agree
 # with fp32's (Pearson >= 0.99 over digits coalitions). CPU, 2026-12-03 (docs/results/2026-12-03-precision-cpu.md):
-# bf16 autocast is several times SLOWER than fp32 (no bf16 units), so fp32. CUDA: not measured yet
-# (benchmarks/gpu_check.sh), so fp32. Part of the stage key of a precision=auto study.
+# the run did not finish on the loaded 2-core machine, so bf16 is not shown faster or in agreement: fp32.
+# CUDA: not measured yet (benchmarks/gpu_check.sh), so fp32. Part of the stage key of a precision=auto study.
 PRECISION_AUTO: dict[str, str] = {"cpu": "fp32", "cuda": "fp32"}
 
 

@@ -38,20 +38,22 @@ class ExecutorSpec:
 
 def evaluate_many(study: Study, masks: dict[int, np.ndarray], *, workers: int, folders: dict[str, str],
                   spec: ExecutorSpec = ExecutorSpec(), keep_images: int = 64, lookup: Lookup | None = None,
-                  keys: dict[int, str] | None = None) -> Iterator[Outcome]:
+                  keys: dict[int, str] | None = None, stack: int = 1) -> Iterator[Outcome]:
     """Evaluate coalitions {index: mask}, yielding each Outcome as it completes (any order).
 
     ``lookup`` + ``keys`` ({index: identity key}) let each evaluation first skip a coalition already FINISHED
     or held (by another driver): in the Ray task, or in this process just before evaluating or submitting it
     (local). Ray: one task per coalition. Local: ``workers <= 1`` evaluates in this process with
-    ``study``; otherwise a spawn pool of ``workers`` processes, each loading its Study from ``folders``.
+    ``study``; otherwise a spawn pool of ``workers`` processes, each loading its Study from ``folders``. ``stack``
+    (local only): each process evaluates its coalitions that many at a time (``Study.evaluate_many``: the same
+    utilities, trained and sampled in one vmapped loop).
     """
     if spec.kind == "ray" and masks:
         yield from evaluate_ray(study.cfg, masks, folders=folders, keep_images=keep_images,
                                 address=spec.ray_address, num_gpus=spec.num_gpus, max_retries=spec.max_retries,
                                 lookup=lookup, keys=keys)
     elif workers <= 1 or len(masks) <= 1:
-        yield from evaluate_here(study, masks, keep_images=keep_images, lookup=lookup, keys=keys)
+        yield from evaluate_here(study, masks, keep_images=keep_images, lookup=lookup, keys=keys, stack=stack)
     else:
         yield from evaluate_in_workers(study.cfg, masks, workers=workers, folders=folders, keep_images=keep_images,
-                                       lookup=lookup, keys=keys)
+                                       lookup=lookup, keys=keys, stack=stack)

@@ -45,20 +45,48 @@ class Outcome:
 
 def evaluate_one(study: Study, index: int, mask: np.ndarray, keep_images: int) -> Outcome:
     """v(S) of coalition ``mask`` as an Outcome (its first ``keep_images`` images kept)."""
-    result = study.evaluate(mask)
-    return Outcome(index, result.utility, result.properties, result.timings, result.images[:keep_images].clone())
+    return evaluate_group(study, [(index, mask)], keep_images)[0]
+
+
+def evaluate_group(study: Study, group: list[tuple[int, np.ndarray]], keep_images: int) -> list[Outcome]:
+    """v(S) of each (index, mask) of ``group`` as Outcomes, the coalitions stacked (``Study.evaluate_many``)."""
+    results = study.evaluate_many([mask for _, mask in group])
+    return [Outcome(index, result.utility, result.properties, result.timings, result.images[:keep_images].clone())
+            for (index, _), result in zip(group, results, strict=True)]
 
 
 def skipped(index: int) -> Outcome:
     return Outcome(index, float("nan"), {}, {}, torch.empty(0), skipped=True)
 
 
-def evaluate_here(study: Study, masks: dict[int, np.ndarray], *, keep_images: int,
-                  lookup: Lookup | None = None, keys: dict[int, str] | None = None) -> Iterator[Outcome]:
-    """Evaluate {index: mask} in this process, in order, skipping those ``lookup`` finds FINISHED."""
+def _groups(masks: dict[int, np.ndarray], stack: int, lookup: Lookup | None, keys: dict[int, str] | None,
+            found: list[int]) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """{index: mask} in order as groups of up to ``stack`` coalitions, each looked up (``lookup``) just before
+    it joins a group; those found FINISHED (or held) go to ``found`` instead."""
+    group: list[tuple[int, np.ndarray]] = []
     for index, mask in masks.items():
         key = (keys or {}).get(index)
-        yield skipped(index) if lookup and key and lookup(key) else evaluate_one(study, index, mask, keep_images)
+        if lookup and key and lookup(key):
+            found.append(index)
+            continue
+        group.append((index, mask))
+        if len(group) == stack:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def evaluate_here(study: Study, masks: dict[int, np.ndarray], *, keep_images: int, lookup: Lookup | None = None,
+                  keys: dict[int, str] | None = None, stack: int = 1) -> Iterator[Outcome]:
+    """Evaluate {index: mask} in this process, in order and ``stack`` at a time, skipping those ``lookup`` finds
+    FINISHED."""
+    found: list[int] = []
+    for group in _groups(masks, stack, lookup, keys, found):
+        while found:
+            yield skipped(found.pop(0))
+        yield from evaluate_group(study, group, keep_images)
+    yield from (skipped(index) for index in found)
 
 
 def _init_worker(cfg_data: dict, folders: dict[str, str]) -> None:
@@ -67,32 +95,24 @@ def _init_worker(cfg_data: dict, folders: dict[str, str]) -> None:
     _WORKER["study"] = load_study(from_dict(UseCaseConfig, cfg_data), store=folder_store(folders))
 
 
-def _evaluate_in_worker(index: int, mask: np.ndarray, keep_images: int) -> Outcome:
-    return evaluate_one(_WORKER["study"], index, mask, keep_images)
+def _evaluate_in_worker(group: list[tuple[int, np.ndarray]], keep_images: int) -> list[Outcome]:
+    return evaluate_group(_WORKER["study"], group, keep_images)
 
 
 def evaluate_in_workers(cfg: UseCaseConfig, masks: dict[int, np.ndarray], *, workers: int, folders: dict[str, str],
-                        keep_images: int, lookup: Lookup | None = None,
-                        keys: dict[int, str] | None = None) -> Iterator[Outcome]:
-    """Evaluate {index: mask} in ``workers`` spawned processes, each loading its Study from ``folders``; yields
-    in the order they finish. With ``lookup``, this process looks each coalition up just before submitting it
-    (at most two per worker ahead of the results) and yields it skipped when found: drivers sharing a store
-    split the work instead of each evaluating everything."""
+                        keep_images: int, lookup: Lookup | None = None, keys: dict[int, str] | None = None,
+                        stack: int = 1) -> Iterator[Outcome]:
+    """Evaluate {index: mask} in ``workers`` spawned processes, each loading its Study from ``folders`` and
+    evaluating ``stack`` coalitions at a time; yields in the order they finish. With ``lookup``, this process
+    looks each coalition up just before submitting it (at most two groups per worker ahead of the results) and
+    yields it skipped when found: drivers sharing a store split the work instead of each evaluating everything."""
     found: list[int] = []
-
-    def tasks() -> Iterator[tuple]:
-        for index, mask in masks.items():
-            key = (keys or {}).get(index)
-            if lookup and key and lookup(key):
-                found.append(index)
-                continue
-            yield index, mask, keep_images
-
-    for outcome in spawn_pool(_evaluate_in_worker, tasks(), workers=workers, initializer=_init_worker,
-                              initargs=(to_dict(cfg), folders), window=2 * workers):
+    tasks = ((group, keep_images) for group in _groups(masks, stack, lookup, keys, found))
+    for outcomes in spawn_pool(_evaluate_in_worker, tasks, workers=workers, initializer=_init_worker,
+                               initargs=(to_dict(cfg), folders), window=2 * workers):
         while found:
             yield skipped(found.pop(0))
-        yield outcome
+        yield from outcomes
     yield from (skipped(index) for index in found)
 
 

@@ -7,13 +7,16 @@ batch size: differences between coalitions' images come from the models, not fro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
 from shapflow.config import DiffusionConfig, SampleConfig
+from shapflow.models.stacked import StackedModules
 from shapflow.training.precision import compute_precision
 
-__all__ = ["denoise", "initial_noise", "sample"]
+__all__ = ["denoise", "denoise_stacked", "initial_noise", "sample", "sample_stacked"]
 
 
 def initial_noise(cfg: SampleConfig, shape: tuple[int, int, int], num_images: int | None = None) -> torch.Tensor:
@@ -42,22 +45,48 @@ def denoise(denoiser: torch.nn.Module, shape: tuple[int, int, int], cfg: SampleC
     eta from ``cfg``; eta=0 is deterministic. The noise is drawn on the CPU, so every device starts from the
     same numbers. ``precision``: the denoiser's arithmetic (``compute_precision``); the DDIM update runs in fp32.
     """
+    was_training = denoiser.training
+    denoiser.eval()
+    device = next(denoiser.parameters()).device
+    out = _ddim(lambda x, t: denoiser(x[0], t).sample[None], 1, shape, cfg, diffusion, pixel_space=pixel_space,
+                num_images=num_images, precision=precision, device=device)
+    denoiser.train(was_training)
+    return out[0]
+
+
+@torch.no_grad()
+def denoise_stacked(denoisers: list[UNet2DModel], shape: tuple[int, int, int], cfg: SampleConfig,
+                    diffusion: DiffusionConfig, *, pixel_space: bool, num_images: int | None = None,
+                    precision: str = "fp32") -> torch.Tensor:
+    """``denoise`` for K architecture-equal UNets in one loop: (K, N, *shape) on the CPU, where member k equals
+    ``denoise(denoisers[k], ...)`` up to float rounding. Every member starts from the same common noise (and, for
+    eta > 0, gets the same step noise), as K lone runs would; each step runs the K UNets as one vmapped call."""
+    stacked = StackedModules([d.eval() for d in denoisers])
+    device = next(denoisers[0].parameters()).device
+    return _ddim(stacked, len(denoisers), shape, cfg, diffusion, pixel_space=pixel_space, num_images=num_images,
+                 precision=precision, device=device)
+
+
+def _ddim(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], members: int, shape: tuple[int, int, int],
+          cfg: SampleConfig, diffusion: DiffusionConfig, *, pixel_space: bool, num_images: int | None,
+          precision: str, device: torch.device) -> torch.Tensor:
+    """The DDIM loop of ``members`` models at once: ``predict(x, t)`` maps (K, B, *shape) samples to their
+    predicted noise. The step noise (eta > 0) is drawn per image, as a lone run draws it, and shared by the K."""
     scheduler = _scheduler(cfg, diffusion, pixel_space)
     noise = initial_noise(cfg, shape, num_images)
     step_generator = torch.Generator().manual_seed(cfg.seed + 1)  # only used when eta > 0
-    was_training = denoiser.training
-    denoiser.eval()
     outputs = []
-    device = next(denoiser.parameters()).device
-    for x in noise.split(cfg.batch_size):
-        x = x.to(device)
+    for batch in noise.split(cfg.batch_size):
+        x = batch.to(device).expand(members, *batch.shape).contiguous()
         for t in scheduler.timesteps:
             with compute_precision(precision, device):
-                eps = denoiser(x, t).sample.float()
-            x = scheduler.step(eps, t, x, eta=cfg.eta, generator=step_generator).prev_sample
+                eps = predict(x, t).float()
+            step_noise = None
+            if cfg.eta > 0:
+                step_noise = torch.randn(batch.shape, generator=step_generator).to(device).expand_as(x)
+            x = scheduler.step(eps, t, x, eta=cfg.eta, variance_noise=step_noise).prev_sample
         outputs.append((x.clamp(-1.0, 1.0) if pixel_space else x).cpu())
-    denoiser.train(was_training)
-    return torch.cat(outputs)
+    return torch.cat(outputs, dim=1)
 
 
 def sample(model: UNet2DModel, cfg: SampleConfig, diffusion: DiffusionConfig, *,
@@ -66,3 +95,11 @@ def sample(model: UNet2DModel, cfg: SampleConfig, diffusion: DiffusionConfig, *,
     size = model.config.sample_size
     return denoise(model, (model.config.in_channels, size, size), cfg, diffusion, pixel_space=True,
                    num_images=num_images, precision=precision)
+
+
+def sample_stacked(models: list[UNet2DModel], cfg: SampleConfig, diffusion: DiffusionConfig, *,
+                   num_images: int | None = None, precision: str = "fp32") -> torch.Tensor:
+    """``sample`` of K architecture-equal pixel-space models in one vmapped loop: (K, N, C, H, W) on the CPU."""
+    size = models[0].config.sample_size
+    return denoise_stacked(models, (models[0].config.in_channels, size, size), cfg, diffusion, pixel_space=True,
+                           num_images=num_images, precision=precision)

@@ -11,7 +11,6 @@ EMA stay fp32.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 
 from shapflow.config import DiffusionConfig, TrainConfig
 from shapflow.data import ContributorDataset
-from shapflow.models.attention import vmap_safe_attention
+from shapflow.models.stacked import StackedModules
 from shapflow.training.precision import compute_precision
 
 __all__ = ["Member", "TrainResult", "ddpm_scheduler", "diffusion_loss", "make_optimizer", "sampling_state", "train",
@@ -130,22 +129,17 @@ class _Single:
 
 
 class _Stacked:
-    """K architecture-equal modules trained in lockstep: parameters stacked on a leading member axis,
-    the forward pass vmapped, so one kernel serves every member (small models on a GPU stop being
+    """K architecture-equal modules trained in lockstep (``StackedModules``: parameters stacked on a leading
+    member axis, the forward pass vmapped), so one kernel serves every member (small models on a GPU stop being
     launch-bound). AdamW, EMA and the loss are elementwise per member; clipping is per member."""
 
     def __init__(self, models: list[UNet2DModel]) -> None:
         self.models = models
-        params, self.buffers = torch.func.stack_module_state(models)
-        self.named = {name: value.detach().clone().requires_grad_(True) for name, value in params.items()}
-        self.params = list(self.named.values())
-        self.base = vmap_safe_attention(copy.deepcopy(models[0]).to("meta"))
+        self.stacked = StackedModules(models, trainable=True)
+        self.params = list(self.stacked.params.values())
 
     def losses(self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        def one(params, buffers, x, steps):
-            return torch.func.functional_call(self.base, (params, buffers), (x, steps)).sample
-
-        predicted = torch.func.vmap(one)(self.named, self.buffers, x_t, t).float()
+        predicted = self.stacked(x_t, t).float()
         return (predicted - noise).pow(2).flatten(1).mean(1)
 
     def clip(self, max_norm: float) -> None:
@@ -156,7 +150,7 @@ class _Stacked:
             g.mul_(scale.view(-1, *([1] * (g.ndim - 1))))
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {**self.named, **self.buffers}
+        return self.stacked.state()
 
     def results(self, ema: dict[str, torch.Tensor] | None, losses: list[list[float]]) -> list[TrainResult]:
         out = []

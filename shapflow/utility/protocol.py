@@ -59,7 +59,9 @@ class Family(Protocol):
     """A generative model family: how its models start, train, prune, generate, save and load.
 
     ``name`` is the ``model.family`` value that selects it. ``stackable``: its models are plain UNets of one
-    architecture that ``training.train_many`` can train in one vmapped loop (ground-truth retraining).
+    architecture that ``training.train_many`` trains, and the stacked DDIM sampler samples, in one vmapped loop
+    (ground-truth retraining, ``Study.evaluate_many``); only such a family has ``train_stacked`` and
+    ``images_stacked``, the others (LoRA on a big UNet) are evaluated one coalition at a time.
     ``light``: small enough that one worker process per CPU core pays (the default of ``workers=0``).
     """
 
@@ -85,6 +87,14 @@ class Family(Protocol):
     def train(self, ctx: Context, start: Models, data: ContributorDataset, recipe: TrainConfig, *,
               progress: bool = False, desc: str = "train") -> Models:
         """Train a copy of ``start`` (``start`` itself is left as it was) with the one training loop."""
+
+    def train_stacked(self, ctx: Context, start: Models, datasets: list[ContributorDataset], recipe: TrainConfig,
+                      *, seeds: list[int] | None = None) -> list[Models]:
+        """(``stackable`` only) ``train`` of a copy of ``start`` per dataset, in one vmapped loop."""
+
+    def images_stacked(self, ctx: Context, models: list[Models], num_images: int | None = None
+                       ) -> list[torch.Tensor]:
+        """(``stackable`` only) ``images`` of each model, in one vmapped DDIM loop with the same noise."""
 
     def prune(self, ctx: Context, full: Models, data: ContributorDataset) -> tuple[Models, dict[str, float]]:
         """The pruned model and the pruning report (parameters and MACs before and after)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from shapflow.config import UseCaseConfig
+from shapflow.config import TrainConfig, UseCaseConfig
 from shapflow.data import ContributorDataset, load_data
 from shapflow.properties import FEATURE_PROPERTIES, Property, load_property
 from shapflow.utility.families import family_of
@@ -75,11 +75,7 @@ class Study:
     def evaluate(self, mask: np.ndarray, method: str | None = None, seed: int | None = None) -> CoalitionResult:
         """v(S) for the coalition ``mask`` (bool, (n_contributors,)) by sft, ft or retrain; ``seed`` overrides
         the recipe's training seed (the sFT seed, or the retraining seed)."""
-        method = method or self.cfg.utility.method
-        if method not in UTILITY_METHODS:
-            raise ValueError(f"method={method!r} is invalid: use one of {', '.join(UTILITY_METHODS)}")
-        recipe = self.cfg.train if method == "retrain" else self.cfg.sft
-        recipe = recipe if seed is None else replace(recipe, seed=seed)
+        method, recipe = self._recipe(method, seed)
         start = {"sft": lambda: self.pruned, "ft": lambda: self.full,
                  "retrain": lambda: self.family.untrained(self.ctx, recipe.seed)}[method]()
         began = time.perf_counter()
@@ -88,6 +84,46 @@ class Study:
         result = self.score(trained)
         result.timings = {"train_seconds": trained_seconds, **result.timings}
         return result
+
+    def evaluate_many(self, masks: list[np.ndarray], method: str | None = None,
+                      seeds: list[int] | None = None) -> list[CoalitionResult]:
+        """``evaluate`` of each mask (``seeds[k]`` as its ``seed``), the K coalitions trained in one vmapped loop
+        and sampled in one vmapped DDIM loop: the same utilities as one at a time, up to float rounding. One
+        mask, retraining (each from its own fresh weights) or a family that cannot stack take the lone path.
+        The timings are the group's, shared equally by its members."""
+        method, recipe = self._recipe(method, None)
+        seeds = [recipe.seed] * len(masks) if seeds is None else list(seeds)
+        if len(masks) <= 1 or method == "retrain" or not self.family.stackable:
+            return [self.evaluate(mask, method, seed) for mask, seed in zip(masks, seeds, strict=True)]
+        start = self.pruned if method == "sft" else self.full
+        began = time.perf_counter()
+        trained = self.family.train_stacked(self.ctx, start, [self.data.subset(mask) for mask in masks], recipe,
+                                            seeds=seeds)
+        trained_seconds = time.perf_counter() - began
+        image_sets = self.family.images_stacked(self.ctx, trained)
+        sampled_seconds = time.perf_counter() - began - trained_seconds
+        results = []
+        for images in image_sets:
+            result = self.score_images(images)
+            result.timings = {"train_seconds": trained_seconds / len(masks),
+                              "sample_seconds": sampled_seconds / len(masks), **result.timings}
+            results.append(result)
+        return results
+
+    def score_images(self, images: torch.Tensor) -> CoalitionResult:
+        """The utility and properties of an image set already generated (timed scoring)."""
+        began = time.perf_counter()
+        properties = self.scorer.score_all(images)
+        timings = {"score_seconds": time.perf_counter() - began}
+        return CoalitionResult(self.scorer.utility(properties[self.scorer.name]), properties, timings, images)
+
+    def _recipe(self, method: str | None, seed: int | None) -> tuple[str, TrainConfig]:
+        """The utility method (default the config's) and its training recipe, ``seed`` overriding its seed."""
+        method = method or self.cfg.utility.method
+        if method not in UTILITY_METHODS:
+            raise ValueError(f"method={method!r} is invalid: use one of {', '.join(UTILITY_METHODS)}")
+        recipe = self.cfg.train if method == "retrain" else self.cfg.sft
+        return method, recipe if seed is None else replace(recipe, seed=seed)
 
 
 def load_scorer(cfg: UseCaseConfig, data: ContributorDataset | None = None) -> Property:

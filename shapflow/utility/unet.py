@@ -19,11 +19,11 @@ from diffusers import UNet2DModel
 from shapflow.cache import cache_dir
 from shapflow.config import ConfigError, TrainConfig, UseCaseConfig
 from shapflow.data import ContributorDataset
-from shapflow.generation.ddim import sample
+from shapflow.generation.ddim import sample, sample_stacked
 from shapflow.generation.latent import sample_latent_images
 from shapflow.models import build_unet, load_unet, save_unet
 from shapflow.models.latent import Autoencoder, cached_latent_dataset, load_autoencoder
-from shapflow.training import prune_unet, sampling_state, train
+from shapflow.training import Member, prune_unet, sampling_state, train, train_many
 from shapflow.utility.protocol import Context, stage_recipe
 
 __all__ = ["LatentContext", "LatentFamily", "PixelFamily", "UNetModels", "optimize_for"]
@@ -91,6 +91,34 @@ class PixelFamily:
                        precision=ctx.cfg.precision)
         return UNetModels(result.model, result.ema, sampling_state(result, recipe))
 
+    def train_stacked(self, ctx: Context, start: UNetModels, datasets: list[ContributorDataset], recipe: TrainConfig,
+                      *, seeds: list[int] | None = None) -> list[UNetModels]:
+        """``train`` of a copy of ``start`` on each dataset, all in one vmapped loop (``train_many``); member k
+        trains with seed ``seeds[k]`` (default the recipe's) and ends where its lone ``train`` would."""
+        self._check_stack(ctx)
+        seeds = [recipe.seed] * len(datasets) if seeds is None else seeds
+        members = [Member(start.for_sampling(), data, seed, start.ema)
+                   for data, seed in zip(datasets, seeds, strict=True)]
+        results = train_many(members, recipe, ctx.cfg.diffusion, desc=f"sft x{len(members)}",
+                             precision=ctx.cfg.precision)
+        return [UNetModels(result.model, result.ema, sampling_state(result, recipe)) for result in results]
+
+    def images_stacked(self, ctx: Context, models: list[UNetModels], num_images: int | None = None
+                       ) -> list[torch.Tensor]:
+        """``images`` of each model, sampled in one vmapped DDIM loop from the same common random numbers."""
+        self._check_stack(ctx)
+        stacked = sample_stacked([m.for_sampling() for m in models], ctx.cfg.sampling, ctx.cfg.diffusion,
+                                 num_images=num_images, precision=ctx.cfg.precision)
+        return list(stacked.unbind(0))
+
+    def _check_stack(self, ctx: Context) -> None:
+        """Stacking runs the plain modules through torch.func: a stackable family and eager kernels only."""
+        if not self.stackable:
+            raise ValueError(f"model.family={self.name} cannot stack coalitions: evaluate them with stack=1")
+        if ctx.cfg.kernels != "eager":
+            raise ConfigError(f"kernels={ctx.cfg.kernels} cannot stack coalitions (its fused modules do not vmap): "
+                              "use kernels=eager, or stack=1")
+
     def prune(self, ctx: Context, full: UNetModels, data: ContributorDataset) -> tuple[UNetModels, dict[str, float]]:
         model, report = prune_unet(full.for_sampling(), ctx.cfg.prune, data=data, diffusion=ctx.cfg.diffusion)
         return UNetModels(model, None, model.state_dict()), report.as_dict()
@@ -126,7 +154,7 @@ class LatentFamily(PixelFamily):
     """``model.family: latent``: a UNet on cached latents of ``assets.ldm_celebahq``'s autoencoder (CelebA-HQ)."""
 
     name = "latent"
-    stackable = False  # ground-truth retraining samples in pixel space only
+    stackable = False  # ground-truth retraining and stacked coalitions sample in pixel space only
 
     def check(self, cfg: UseCaseConfig) -> None:
         """The autoencoder fixes the latent size: checked against the model when the latents exist."""
