@@ -7,11 +7,11 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 from safetensors.torch import load_file, save_file
-from shapflow.prune import prune_unet
 
 from shapflow.config import ModelConfig, PruneConfig, available_use_cases, load_use_case
 from shapflow.models import build_unet, load_unet, save_unet
 from shapflow.models.schema import CONFIG_RULES, MAX_PARAMETERS, check_model_folder
+from shapflow.training.prune import prune_unet
 
 ATTN = ModelConfig(sample_size=8, block_out_channels=(16, 32), down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                    up_block_types=("AttnUpBlock2D", "UpBlock2D"), add_attention=True, attention_head_dim=4)
