@@ -17,6 +17,7 @@ from shapflow.tracking import STAGE_TAG, open_tracker, utilities_table
 USE_CASE, BUDGET = "digits-classes", 10
 RUN = uuid.uuid4().hex[:8]  # fresh experiments on a long-lived server
 OVERRIDES = " ".join([*FAST_SETTINGS, "sft.steps=10"])
+CHECKS = 2  # --check auto on 10 coalitions: held-out coalitions evaluated after the plan
 
 
 def _command(experiment, *extra, overrides=OVERRIDES):
@@ -69,7 +70,7 @@ def test_killed_ray_driver_resumes_without_duplicates(scaleout_env, tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     finished = _coalition_runs(scaleout_env, experiment, "FINISHED")
     ids = [r.data.params["coalition_id"] for r in finished]
-    assert len(ids) == len(set(ids)) == BUDGET
+    assert len(ids) == len(set(ids)) == BUDGET + CHECKS
     assert {r.info.run_id for r in before} <= {r.info.run_id for r in finished}
 
 
@@ -91,7 +92,7 @@ def test_two_drivers_at_once_duplicates_are_ignored(scaleout_env, tmp_path):
     by_id: dict[str, set[float]] = {}
     for run in finished:
         by_id.setdefault(run.data.params["coalition_id"], set()).add(run.data.metrics["utility"])
-    assert len(by_id) == BUDGET
+    assert len(by_id) == BUDGET + CHECKS
     assert all(len(utilities) == 1 for utilities in by_id.values())  # a duplicate has the same utility
     tracker = open_tracker(experiment, scaleout_env)
     study = {run.data.tags["shapflow.study"] for run in finished}
@@ -101,4 +102,4 @@ def test_two_drivers_at_once_duplicates_are_ignored(scaleout_env, tmp_path):
     values = [[line for line in out.split("\nattribute run")[0].splitlines() if "http" not in line]
               for out, _ in outputs]
     assert values[0] == values[1]  # both drivers report the same values table
-    print(f"duplicate coalition evaluations: {len(finished) - BUDGET}")
+    print(f"duplicate coalition evaluations: {len(finished) - BUDGET - CHECKS}")
