@@ -28,7 +28,8 @@ Safeguard: the plain fit (the same estimator on v itself, no surrogate) is retur
 mean squared error, mean_i std_i^2 with the ridge shift^2, is smaller than the surrogate-assisted one's computed
 the same way; e.g. a threshold (voting) game that no saturating curve fits, or an additive game that leverage
 recovers exactly. The result's `method` then says so ("surrogate-shapley:fallback-leverage"). Masks of a single
-coalition size (no saturation curve is identified) take the plain fit too, with a warning.
+coalition size (no saturation curve is identified) take the plain fit too, with a warning, and so does a surrogate
+that fails numerically (SurrogateFitError): finite utilities always give values.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_FOLDS",
     "PLAIN",
     "CrossFit",
+    "SurrogateFitError",
     "banzhaf_fit",
     "crossfit",
     "estimate_indices",
@@ -59,6 +61,11 @@ __all__ = [
 
 DEFAULT_FOLDS = 5
 DEFAULT_SURROGATE = "saturating"
+
+
+class SurrogateFitError(ArithmeticError):
+    """A surrogate could not be fitted to the logged coalitions (a numerical failure, not bad input): the
+    estimators then return the plain fit and say so, since finite utilities must always give values."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,11 @@ def crossfit(
     folds = min(folds, n_units)  # fewer pairs than folds: leave one pair out
     fold = (np.random.default_rng(seed).permutation(n_units) % folds)[unit]
     corners = np.array([np.zeros(n, bool), np.ones(n, bool)])
-    fits = [fit_surrogate(surrogate, masks[fold != k], utilities[fold != k], v0, v1, seed + k) for k in range(folds)]
+    try:
+        fits = [fit_surrogate(surrogate, masks[fold != k], utilities[fold != k], v0, v1, seed + k)
+                for k in range(folds)]
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:  # a numerical failure of the fit
+        raise SurrogateFitError(f"the {surrogate} surrogate could not be fitted ({err})") from err
     candidates = []
     for j in range(len(fits[0])):
         residuals = np.empty(len(utilities))
@@ -102,7 +113,10 @@ def crossfit(
             residuals[fold == k] = utilities[fold == k] - candidate[j].predict(masks[fold == k])
         fold_values = {index: np.array([f[j].values[index] for f in fits]) for index in fits[0][j].values}
         ends = np.array([f[j].predict(corners) for f in fits])
-        candidates.append(CrossFit(fits[0][j].name, fold_values, ends, residuals))
+        if all(np.isfinite(a).all() for a in (residuals, ends, *fold_values.values())):
+            candidates.append(CrossFit(fits[0][j].name, fold_values, ends, residuals))
+    if not candidates:
+        raise SurrogateFitError(f"every {surrogate} surrogate candidate predicted a non-finite utility")
     weight = _kernel_weights(masks)
     return min(candidates, key=lambda c: float(weight @ c.residuals**2))
 
@@ -209,7 +223,12 @@ def estimate_indices(
         )
         return {index: _plain(masks, utilities, v0, v1, index) for index in PLAIN}
     with threadpool_limits(limits=1, user_api="blas"):  # small matrices: threads only contend (50x on a busy host)
-        fit = crossfit(masks, utilities, v0, v1, seed=int(seed), folds=folds, surrogate=surrogate)
+        try:
+            fit = crossfit(masks, utilities, v0, v1, seed=int(seed), folds=folds, surrogate=surrogate)
+        except SurrogateFitError as err:
+            warnings.warn(f"surrogate estimators: {err}; falling back to the plain fits (leverage, Banzhaf "
+                          "regression), whose values and error bars stand on their own", stacklevel=2)
+            return {index: _plain(masks, utilities, v0, v1, index) for index in PLAIN}
         return {index: _adjusted(masks, utilities, v0, v1, fit, index, safeguard) for index in PLAIN}
 
 

@@ -126,6 +126,7 @@ def fit_saturating(
     for penalty in sorted(penalties, reverse=True):
         solve, loss = _profiled_loss(X, target, kappa, penalty)
         w = minimize(loss, w, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * n, options=OPTIMIZER).x
+        w = np.maximum(w, 0.0)  # L-BFGS-B may step a bounded rate to -1e-17 (round-off): clip onto the bound
         c, amplitude, b, _ = solve(w)
         fits.append(_saturating_surrogate(np.concatenate([[c, amplitude], w, b]), penalty))
     return fits
