@@ -3,12 +3,14 @@ validation helpers (``sections``)."""
 
 from shapflow.config.sections import (
     ASSET_KEYS,
+    REGISTRY_NAME_RULE,
     AssetsConfig,
     ConfigError,
     InputError,
     LoraConfig,
     SampleConfig,
     check,
+    check_registry_name,
 )
 from shapflow.config.usecase import (
     FAMILIES,
@@ -38,6 +40,7 @@ __all__ = [
     "FAMILIES",
     "PRECISIONS",
     "PRECISION_AUTO",
+    "REGISTRY_NAME_RULE",
     "STAGES",
     "AssetsConfig",
     "ConfigError",
@@ -56,6 +59,7 @@ __all__ = [
     "apply_overrides",
     "available_use_cases",
     "check",
+    "check_registry_name",
     "from_dict",
     "identity",
     "load_use_case",
