@@ -3,6 +3,7 @@ validation helpers (``sections``)."""
 
 from shapflow.config.sections import (
     ASSET_KEYS,
+    REGISTRY_NAME,
     REGISTRY_NAME_RULE,
     AssetsConfig,
     ConfigError,
@@ -10,7 +11,6 @@ from shapflow.config.sections import (
     LoraConfig,
     SampleConfig,
     check,
-    check_registry_name,
 )
 from shapflow.config.usecase import (
     FAMILIES,
@@ -40,6 +40,7 @@ __all__ = [
     "FAMILIES",
     "PRECISIONS",
     "PRECISION_AUTO",
+    "REGISTRY_NAME",
     "REGISTRY_NAME_RULE",
     "STAGES",
     "AssetsConfig",
@@ -59,7 +60,6 @@ __all__ = [
     "apply_overrides",
     "available_use_cases",
     "check",
-    "check_registry_name",
     "from_dict",
     "identity",
     "load_use_case",

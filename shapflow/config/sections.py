@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ASSET_KEYS", "REGISTRY_NAME", "REGISTRY_NAME_RULE", "AssetsConfig", "ConfigError", "InputError",
-           "LoraConfig", "SampleConfig", "check", "check_registry_name"]
+           "LoraConfig", "SampleConfig", "check"]
 
 # The one rule for names that reach the model registry (model names, aliases; a use case's name, which names its
 # models): they also enter MLflow filter strings, whose grammar has no escapes, so no quotes, spaces or operators.
@@ -31,13 +31,6 @@ def check(condition: bool, field_name: str, value: Any, fix: str) -> None:
     """Raise ``ConfigError`` naming ``field_name``, ``value`` and ``fix`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{field_name}={value!r} is invalid: {fix}")
-
-
-def check_registry_name(value: str, field_name: str) -> str:
-    """``value`` when it follows ``REGISTRY_NAME_RULE``; else ``ConfigError`` naming ``field_name`` and the rule."""
-    check(isinstance(value, str) and REGISTRY_NAME.fullmatch(value) is not None, field_name, value,
-          f"use {REGISTRY_NAME_RULE}")
-    return value
 
 
 @dataclass(frozen=True)

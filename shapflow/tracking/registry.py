@@ -24,7 +24,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
-from shapflow.config import ConfigError, UseCaseConfig, check, check_registry_name
+from shapflow.config import REGISTRY_NAME, REGISTRY_NAME_RULE, ConfigError, UseCaseConfig
 from shapflow.tracking.pyfunc import STAGE_ARTIFACT, log_stage_model
 from shapflow.tracking.store import Tracker, global_tracking_uri, open_tracker, quoted
 from shapflow.utility import Context, Family, Models
@@ -73,15 +73,16 @@ def parse_ref(ref: str) -> tuple[str, str, str]:
     version is a positive number."""
     sep = "@" if "@" in ref else "/" if "/" in ref else ""
     name, _, rest = ref.partition(sep) if sep else (ref, "", "")
-    where = f"model reference {ref!r}"
     if not sep:
-        raise ConfigError(f"{where} is invalid: write NAME@ALIAS, NAME@latest or NAME/VERSION")
-    check_registry_name(name, f"the model name of {where}")
+        raise ConfigError(f"model reference {ref!r} is invalid: write NAME@ALIAS, NAME@latest or NAME/VERSION")
+    parts = [("model name", name, REGISTRY_NAME.fullmatch(name), f"use {REGISTRY_NAME_RULE}")]
     if sep == "@":
-        check_registry_name(rest, f"the alias of {where}")
+        parts.append(("alias", rest, REGISTRY_NAME.fullmatch(rest), f"use {REGISTRY_NAME_RULE}"))
     else:
-        check(rest.isdigit() and rest.isascii() and int(rest) > 0, f"the version of {where}", rest,
-              "give a version number such as 1")
+        parts.append(("version", rest, rest.isascii() and rest.isdigit() and int(rest) > 0, "give a number such as 1"))
+    for what, value, ok, fix in parts:
+        if not ok:
+            raise ConfigError(f"model reference {ref!r}: the {what} {value!r} is invalid: {fix}")
     return name, sep, rest
 
 

@@ -29,7 +29,7 @@ def test_a_reference_that_smuggles_a_filter_clause_exits_2_and_loads_nothing(reg
     out = CliRunner().invoke(main, ["models", "load", "digits-pruned' AND run_id != 'z@latest",
                                     "--out", str(tmp_path / "loaded")])
     assert out.exit_code == 2, out.output
-    assert "the model name of model reference" in out.output and "is invalid: use 1 to 128 letters" in out.output
+    assert "the model name \"digits-pruned' AND run_id != 'z\" is invalid: use 1 to 128 letters" in out.output
     assert "Traceback" not in out.output and not (tmp_path / "loaded").exists()
 
 
