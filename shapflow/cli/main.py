@@ -30,6 +30,7 @@ from shapflow.tracking import (
     open_tracker,
     studies,
     utilities_table,
+    with_members,
 )
 from shapflow.tracking.store import runs_page
 
@@ -96,7 +97,7 @@ def utilities_command(experiment: str | None, study: str | None, fmt: str) -> No
     tracker, study_id, parent = _study(experiment, study)
     table = utilities_table(tracker, study_id)
     if len(table):
-        table = utilities_table(tracker, study_id, logged_names(tracker, parent, table))
+        table = with_members(table, logged_names(tracker, parent, table))
     if fmt == "csv":
         click.echo(table.to_csv(index=False), nl=False)
     elif fmt == "json":

@@ -21,6 +21,7 @@ from shapflow.tracking.runs import (
     parent_run,
     studies,
     utilities_table,
+    with_members,
 )
 from shapflow.tracking.stages import TrackedStore
 from shapflow.tracking.store import (
@@ -46,4 +47,4 @@ __all__ = ["CLAIM_ATTEMPTS", "HEARTBEAT_TAG", "KEY_TAG", "LINK_TAG", "OWNER_TAG"
            "RegisteredModel", "RunStopped", "TrackedStore", "Tracker", "client_for", "code_version",
            "contributor_params", "default_tracking_uri", "latest_experiment", "load_registered", "log_training_input",
            "logged_names", "logged_values", "open_tracker", "owner_alive", "parent_run", "quoted", "register_stage",
-           "resolve_model", "studies", "utilities_table", "value_metrics"]
+           "resolve_model", "studies", "utilities_table", "value_metrics", "with_members"]

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from shapflow.tracking.store import STAGE_TAG, STUDY_TAG, Tracker, client_for, default_tracking_uri, quoted
 
 __all__ = ["LINK_TAG", "FinishedLookup", "RunStopped", "discard_when_ended", "latest_experiment", "parent_run",
-           "studies", "utilities_table"]
+           "studies", "utilities_table", "with_members"]
 
 LINK_TAG = "shapflow.linked_run"  # an ``mlflow run`` run of another experiment <-> the run shapflow logged into
 
@@ -92,12 +92,10 @@ class FinishedLookup:
         return Tracker(client_for(self.uri), self.uri, self.experiment_id).finished(key) is not None
 
 
-def utilities_table(tracker: Tracker, study: str, names: tuple[str, ...] | None = None) -> pd.DataFrame:
+def utilities_table(tracker: Tracker, study: str) -> pd.DataFrame:
     """Every FINISHED coalition/endpoint run of a study as rows (coalition_id, mask, size, utility, ...).
 
-    Sorted by coalition id (sampler order); endpoints (``v0``, ``v1``) are the rows of size 0 and n. Given the
-    study's ``names``, a ``contributors`` column lists each row's members as a JSON array (a CSV cell that
-    splits back into the exact names, whatever characters they hold).
+    Sorted by coalition id (sampler order); endpoints (``v0``, ``v1``) are the rows of size 0 and n.
     """
     runs = tracker.search(f"tags.`{STUDY_TAG}` = {quoted(study)} AND attributes.status = 'FINISHED'")
     rows = [{"coalition_id": r.data.params.get("coalition_id", ""), "mask": r.data.params.get("mask", ""),
@@ -108,12 +106,17 @@ def utilities_table(tracker: Tracker, study: str, names: tuple[str, ...] | None 
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    frame = frame.sort_values("coalition_id", kind="stable").drop_duplicates("coalition_id").reset_index(drop=True)
-    if names is not None:
-        members = [json.dumps([name for name, bit in zip(names, mask, strict=True) if bit == "1"], ensure_ascii=False)
-                   for mask in frame["mask"]]
-        frame.insert(frame.columns.get_loc("size") + 1, "contributors", members)
-    return frame
+    return frame.sort_values("coalition_id", kind="stable").drop_duplicates("coalition_id").reset_index(drop=True)
+
+
+def with_members(table: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
+    """``table`` with a ``contributors`` column after ``size``: each row's members (by its mask over ``names``)
+    as a JSON array, a CSV cell that splits back into the exact names whatever characters they hold."""
+    members = [json.dumps([name for name, bit in zip(names, mask, strict=True) if bit == "1"], ensure_ascii=False)
+               for mask in table["mask"]]
+    out = table.copy()
+    out.insert(out.columns.get_loc("size") + 1, "contributors", members)
+    return out
 
 
 def studies(tracker: Tracker) -> Iterator[tuple[str, Run]]:
