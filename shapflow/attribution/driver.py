@@ -59,9 +59,9 @@ class Driver:
         return {STUDY_TAG: self.study_id, "shapflow.coalition_id": cid, USE_CASE_TAG: self.request.cfg.name}
 
     def params(self, cid: str, mask: np.ndarray) -> dict[str, object]:
-        """The params of a coalition run: who is in it, how it was drawn, what it was trained from."""
-        members = [self.study.data.names[i] for i in np.flatnonzero(mask)]
-        return {"coalition_id": cid, "contributors": ",".join(members), "size": len(members), "mask": bits(mask),
+        """The params of a coalition run: who is in it (``mask`` over the attribute run's name map), how it was
+        drawn, what it was trained from."""
+        return {"coalition_id": cid, "size": int(mask.sum()), "mask": bits(mask),
                 "sampler": default_sampler(self.request.method), "seed": self.request.seed,
                 "sft_seed": self.request.cfg.sft.seed, "upstream_run": self.store.runs.get("finetune", "-"),
                 "upstream_model_version": f"{self.request.cfg.name}-pruned/{self.model_version}",

@@ -10,6 +10,7 @@ columns are defined (CI = value +- 1.96 std).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -25,8 +26,8 @@ from shapflow.attribution.plan import CHECK_ROLE, design_rows, indices_from_tabl
 from shapflow.shapley import ShapleyResult, estimate
 from shapflow.shapley.lds import MIN_COALITIONS, lds, random_floor
 
-__all__ = ["INDEX_QUESTIONS", "convergence_curve", "image_grid", "markdown_table", "plot_convergence", "plot_values",
-           "precision", "report_from_table", "self_check", "values_frame", "write_check", "write_report"]
+__all__ = ["INDEX_QUESTIONS", "convergence_curve", "image_grid", "label_of", "markdown_table", "plot_convergence",
+           "plot_values", "precision", "report_from_table", "self_check", "values_frame", "write_check", "write_report"]
 
 Z95 = 1.96
 INDEX_QUESTIONS = {
@@ -66,15 +67,30 @@ def values_frame(names: tuple[str, ...] | list[str], result: ShapleyResult,
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub-markdown table of ``frame`` (numbers rounded), without needing ``tabulate``."""
+    """A GitHub-markdown table of ``frame`` (numbers rounded), without needing ``tabulate``; a ``|`` or a line break
+    inside a cell (a contributor name may hold any) is escaped so the row stays one row."""
     def cell(value: object) -> str:
         if isinstance(value, float | np.floating):
             return "n/a" if np.isnan(value) else f"{value:.{digits}f}"
-        return str(value)
+        return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r\n", "<br>").replace("\n", "<br>")
 
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def label_of(name: str, width: int = 40) -> str:
+    """A contributor name as a plot label: one line, at most ``width`` characters (the table has it whole)."""
+    line = " ".join(name.split())
+    return line if len(line) <= width else line[:width - 1] + "\u2026"
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    """Lay out and save a figure; a glyph the font lacks (an emoji in a name) is drawn as a box, not warned about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
 
 
 def plot_values(frame: pd.DataFrame, path: Path, title: str) -> Path:
@@ -86,14 +102,15 @@ def plot_values(frame: pd.DataFrame, path: Path, title: str) -> Path:
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.35 * len(ordered) + 1.5), sharey=True,
                              squeeze=False)
     for ax, (column, std, label) in zip(axes[0], panels, strict=True):
-        ax.barh(ordered["contributor"], ordered[column], xerr=Z95 * ordered[std].fillna(0.0), capsize=3,
+        rows = np.arange(len(ordered))  # positions, not names: labels may be shortened and must never merge
+        ax.barh(rows, ordered[column], xerr=Z95 * ordered[std].fillna(0.0), capsize=3,
                 color=np.where(ordered[column] >= 0, "tab:blue", "tab:red"))
+        ax.set_yticks(rows, [label_of(name) for name in ordered["contributor"]])
         ax.axvline(0.0, color="black", linewidth=0.8)
         unknown = bool(ordered[std].isna().any())
         ax.set_xlabel(f"{label} (error bars: 95% CI" + ("; n/a: too few coalitions to estimate)" if unknown else ")"))
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -120,13 +137,12 @@ def plot_convergence(names: tuple[str, ...] | list[str], sizes: list[int], value
     """Each contributor's value against the number of coalitions evaluated."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, name in enumerate(names):
-        ax.plot(sizes, values[:, i], marker=".", label=name)
+        ax.plot(sizes, values[:, i], marker=".", label=label_of(name))
     ax.set_xlabel("coalitions evaluated")
     ax.set_ylabel("Shapley value")
     ax.set_title(title)
     ax.legend(fontsize=6, ncol=2, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -171,21 +187,20 @@ def write_report(folder: Path, names: tuple[str, ...] | list[str], result: Shapl
     return frame
 
 
-def report_from_table(table: pd.DataFrame, title: str, method: str, folder: Path,
+def report_from_table(table: pd.DataFrame, names: tuple[str, ...], title: str, method: str, folder: Path,
                       planned: np.ndarray | None = None,
                       notes: tuple[str, ...] = ()) -> tuple[ShapleyResult, ShapleyResult | None, pd.DataFrame]:
     """Values by ``method`` (and the Banzhaf values of the same coalitions) from a utilities table, written with
     their plots into ``folder``: (result, Banzhaf result or None, values table).
 
-    ``planned``: the design's masks (see ``plan.design_rows``). Contributor names come from the v1 (grand
-    coalition) row, which lists everyone in index order.
+    ``names``: the contributors in index order (``tracking.logged_names``). ``planned``: the design's masks
+    (see ``plan.design_rows``).
     """
     values, banzhaf = indices_from_table(table, method, planned)
     rows = design_rows(table, planned)
     ends = table[table["stage"] == "endpoint"].set_index("coalition_id")
     curve = convergence_curve(masks_of(rows), rows["utility"].to_numpy(float), float(ends.loc["v0", "utility"]),
                               float(ends.loc["v1", "utility"]), method)
-    names = ends.loc["v1", "contributors"].split(",")
     frame = write_report(folder, names, values, f"{title} · {method}", curve, banzhaf, notes)
     return values, banzhaf, frame
 

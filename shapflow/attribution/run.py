@@ -31,11 +31,14 @@ from shapflow.tracking import (
     Contributors,
     TrackedStore,
     Tracker,
+    contributor_params,
     log_training_input,
+    logged_names,
     open_tracker,
     parent_run,
     register_stage,
     utilities_table,
+    value_metrics,
 )
 from shapflow.utility import Study, load_study
 
@@ -118,7 +121,8 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
                 "workers": request.workers, "stack": request.stack, "executor": request.executor.kind,
                 "config_hash": stage_key(cfg, "coalition"), "pruned_model_version": version}
     # "study." keys: `mlflow run` already logged the raw -P values (budget=0 = default) under the plain names
-    tracker.log(parent, params={f"study.{k}": v for k, v in resolved.items()}, tags={STUDY_TAG: study_id})
+    params = {**{f"study.{k}": v for k, v in resolved.items()}, **contributor_params(study.data.names)}
+    tracker.log(parent, params=params, tags={STUDY_TAG: study_id})
     driver = Driver(tracker, request, study, store, parent, study_id, version, workdir)
     driver.endpoints()
     evaluated = driver.coalitions(progress, batch)
@@ -133,34 +137,37 @@ def _report(tracker: Tracker, request: Request, study: Study, parent: str, study
     """The values table and plots of the study's logged utilities, logged as the attribute run's outputs, with
     their precision and the self-check as metrics."""
     table = utilities_table(tracker, study_id)
-    values, banzhaf, frame = report_from_table(table, request.cfg.name, request.method, folder, plan(request).masks)
+    values, banzhaf, frame = report_from_table(table, study.data.names, request.cfg.name, request.method, folder,
+                                               plan(request).masks)
     checked = self_check(table, {"shapley": values, "banzhaf": banzhaf})
     if checked:
         write_check(folder, checked)
     image_grid(study.images(num_images=64), folder / "samples_full.png")
     tracker.call("log_artifacts", parent, str(folder))
     ok, more = convergence(values, request.threshold)
-    per_contributor = {f"value.{r.contributor}": r.value for r in frame.itertuples()}
     quality = {f"precision.{k}": v for k, v in precision(values).items()}
     if banzhaf is not None:
         quality |= {f"precision.banzhaf_{k}": v for k, v in precision(banzhaf).items()}
     tracker.log(parent, metrics={"coalitions": int(values.n_evaluations), "converged": float(ok),
-                                 "forecast_additional": float(more), **quality, **checked, **per_contributor})
+                                 "forecast_additional": float(more), **quality, **checked,
+                                 **value_metrics(values.values)})
     run = tracker.call("get_run", parent)
     return AttributeResult(parent, tracker.experiment_id, study_id, frame, run.info.artifact_uri, evaluated)
 
 
 def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, method: str) -> tuple[str, pd.DataFrame]:
-    """Estimate values from a study's LOGGED utilities with ``method``; log them as a new ``estimate`` run
-    (nested under the attribute run ``parent``: a logged run is never overwritten)."""
+    """Estimate values from a study's LOGGED utilities with ``method``; log them (by contributor index, with the
+    name map) as a new ``estimate`` run nested under the attribute run ``parent``: a logged run is never
+    overwritten."""
     table = utilities_table(tracker, study_id)
+    names = logged_names(tracker, tracker.call("get_run", parent), table)
     with tempfile.TemporaryDirectory(prefix="shapflow-estimate-") as tmp:
-        _, _, frame = report_from_table(table, use_case, method, Path(tmp))
+        values, _, frame = report_from_table(table, names, use_case, method, Path(tmp))
         tags = {STAGE_TAG: "estimate", USE_CASE_TAG: use_case, "shapflow.of_study": study_id}
         run_id = tracker.start(f"estimate · {use_case} · {method}", tags, parent=parent)
         tracker.log(run_id, params={"method": method, "coalitions": int((table["stage"] == "coalition").sum()),
-                                    "study": study_id},
-                    metrics={f"value.{r.contributor}": r.value for r in frame.itertuples()})
+                                    "study": study_id, **contributor_params(names)},
+                    metrics=value_metrics(values.values))
         tracker.call("log_artifacts", run_id, tmp)
         tracker.end(run_id)
     return run_id, frame

@@ -22,7 +22,16 @@ from shapflow.cli.scaleout import coalitions_group, server_group
 from shapflow.config import ConfigError, load_use_case
 from shapflow.data.assets import check_use_case, format_table
 from shapflow.shapley import DEFAULT_METHOD, METHODS
-from shapflow.tracking import Tracker, default_tracking_uri, latest_experiment, open_tracker, studies, utilities_table
+from shapflow.tracking import (
+    Tracker,
+    default_tracking_uri,
+    latest_experiment,
+    logged_names,
+    open_tracker,
+    studies,
+    utilities_table,
+    with_members,
+)
 from shapflow.tracking.store import runs_page
 
 __all__ = ["main"]
@@ -78,15 +87,17 @@ def run_command(**options) -> None:
 @click.option("--study", default=None, help="Study id prefix [default: the newest attribute run's].")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 def utilities_command(experiment: str | None, study: str | None, fmt: str) -> None:
-    """List the logged coalition utilities (masks and property values) of an experiment.
+    """List the logged coalition utilities (masks, members as a JSON list of names, property values) of a study.
 
     \b
     Examples:
       shapflow utilities
       shapflow utilities --experiment digits --format csv > utilities.csv
     """
-    tracker, study_id, _ = _study(experiment, study)
+    tracker, study_id, parent = _study(experiment, study)
     table = utilities_table(tracker, study_id)
+    if len(table):
+        table = with_members(table, logged_names(tracker, parent, table))
     if fmt == "csv":
         click.echo(table.to_csv(index=False), nl=False)
     elif fmt == "json":
@@ -156,7 +167,9 @@ def report_command(experiment: str | None, method: str, out: Path) -> None:
     Example:  shapflow report --experiment digits --out report/
     """
     tracker, study_id, parent = _study(experiment, study=None)
-    report_from_table(utilities_table(tracker, study_id), parent.data.params.get("study.use_case", ""), method, out)
+    table = utilities_table(tracker, study_id)
+    report_from_table(table, logged_names(tracker, parent, table), parent.data.params.get("study.use_case", ""),
+                      method, out)
     click.echo(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
 
 

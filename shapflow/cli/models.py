@@ -13,7 +13,7 @@ from shapflow.attribution.report import image_grid
 from shapflow.cli.errors import UserError, registry_lookup
 from shapflow.tracking import RegisteredModel, load_registered, open_tracker
 from shapflow.utility import load_scorer
-from shapflow.utility.deploy import seed_image, seed_properties
+from shapflow.utility.deploy import MAX_SEED, seed_image, seed_properties
 
 __all__ = ["models_group"]
 
@@ -27,10 +27,12 @@ def models_group() -> None:
 def models_list() -> None:
     """List registered models, their versions and aliases.  Example: shapflow models list"""
     tracker = open_tracker()
+    versions: dict[str, list] = {}
+    for version in tracker.call("search_model_versions"):  # all at once: no model name ever enters a filter
+        versions.setdefault(version.name, []).append(version)
     for model in tracker.call("search_registered_models"):
-        aliases = tracker.call("get_registered_model", model.name).aliases  # {alias: version}
-        for version in tracker.call("search_model_versions", f"name = '{model.name}'"):
-            names = sorted(a for a, v in aliases.items() if str(v) == str(version.version))
+        for version in sorted(versions.get(model.name, []), key=lambda v: -int(v.version)):
+            names = sorted(a for a, v in model.aliases.items() if str(v) == str(version.version))
             click.echo(f"{model.name}/{version.version}\trun {version.run_id}\taliases {','.join(names) or '-'}")
 
 
@@ -74,7 +76,7 @@ def models_alias(name: str, alias: str, version: str) -> None:
 
 @models_group.command("check")
 @click.argument("ref")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
+@click.option("--seed", type=click.IntRange(min=0, max=MAX_SEED), default=None,
               help="Sample with sampling.seed=SEED instead of the use case's fixed seed.")
 @click.option("--image", "image_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the seed's image (the first image of its noise, sampled alone: what the MLflow "

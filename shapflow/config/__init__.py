@@ -3,6 +3,8 @@ validation helpers (``sections``)."""
 
 from shapflow.config.sections import (
     ASSET_KEYS,
+    REGISTRY_NAME,
+    REGISTRY_NAME_RULE,
     AssetsConfig,
     ConfigError,
     InputError,
@@ -38,6 +40,8 @@ __all__ = [
     "FAMILIES",
     "PRECISIONS",
     "PRECISION_AUTO",
+    "REGISTRY_NAME",
+    "REGISTRY_NAME_RULE",
     "STAGES",
     "AssetsConfig",
     "ConfigError",

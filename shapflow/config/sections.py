@@ -5,10 +5,17 @@ Split from ``shapflow.config`` to keep modules small; import everything from ``s
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ASSET_KEYS", "AssetsConfig", "ConfigError", "InputError", "LoraConfig", "SampleConfig", "check"]
+__all__ = ["ASSET_KEYS", "REGISTRY_NAME", "REGISTRY_NAME_RULE", "AssetsConfig", "ConfigError", "InputError",
+           "LoraConfig", "SampleConfig", "check"]
+
+# The one rule for names that reach the model registry (model names, aliases; a use case's name, which names its
+# models): they also enter MLflow filter strings, whose grammar has no escapes, so no quotes, spaces or operators.
+REGISTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+REGISTRY_NAME_RULE = "1 to 128 letters a-z A-Z, digits, '.', '_' or '-', starting with a letter or digit"
 
 
 class InputError(ValueError):

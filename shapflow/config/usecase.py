@@ -20,7 +20,15 @@ from typing import Any
 
 import yaml
 
-from shapflow.config.sections import ASSET_KEYS, AssetsConfig, ConfigError, LoraConfig, SampleConfig
+from shapflow.config.sections import (
+    ASSET_KEYS,
+    REGISTRY_NAME,
+    REGISTRY_NAME_RULE,
+    AssetsConfig,
+    ConfigError,
+    LoraConfig,
+    SampleConfig,
+)
 from shapflow.config.sections import check as _check
 
 __all__ = [
@@ -278,6 +286,8 @@ class UseCaseConfig:
     tiny: bool = False
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.name, str) and REGISTRY_NAME.fullmatch(f"{self.name}-pruned") is not None, "name",
+               self.name, f"it names the registered models <name>-full and <name>-pruned: use {REGISTRY_NAME_RULE}")
         _check(self.kernels in ("eager", "auto", "cpp", "triton"), "kernels", self.kernels,
                "use eager, auto, cpp or triton")
         _check(self.precision in PRECISIONS, "precision", self.precision,

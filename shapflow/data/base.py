@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from shapflow.config import InputError
+from shapflow.data.names import NAME_RULE, name_problem, same_looking
 
 __all__ = ["ContributorDataset", "DataError"]
 
@@ -40,7 +41,14 @@ class ContributorDataset:
             raise ValueError("info must hold one entry per contributor")
 
     def check_market(self) -> ContributorDataset:
-        """Raise unless this is a valid market: >= 2 contributors, each with >= 1 image. Returns self."""
+        """Raise unless this is a valid market: >= 2 contributors with distinct names that follow ``NAME_RULE``,
+        each with >= 1 image. Returns self."""
+        for name in self.names:
+            if problem := name_problem(name):
+                raise DataError(f"contributor name {name!r} {problem}: {NAME_RULE}; fix the name")
+        if twins := same_looking(self.names):
+            raise DataError(f"contributor names {twins[0]!a} and {twins[1]!a} look the same (equal up to Unicode "
+                            "normalization): give each contributor one distinct name")
         if len(self.names) < 2:
             raise DataError(f"need at least 2 contributors to share credit, got {len(self.names)}: list images of "
                             "two or more contributors")

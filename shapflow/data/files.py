@@ -35,9 +35,11 @@ def _decode(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
-def read_csv(path: str | Path, columns: tuple[str, ...], what: str) -> list[tuple[int, dict[str, str]]]:
+def read_csv(path: str | Path, columns: tuple[str, ...], what: str,
+             exact: tuple[str, ...] = ()) -> list[tuple[int, dict[str, str]]]:
     """(line number, row) of every non-blank row of a table that must have ``columns`` (any case); each row maps
-    every header name (stripped; the required ones spelled as in ``columns``) to its stripped cell."""
+    every header name (stripped; the required ones spelled as in ``columns``) to its stripped cell, or to the
+    cell exactly as written for the columns in ``exact`` (names: data, never cleaned up)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist: give a CSV file with columns {','.join(columns)}")
@@ -57,7 +59,8 @@ def read_csv(path: str | Path, columns: tuple[str, ...], what: str) -> list[tupl
     rows = []
     for cells in reader:
         if any(cell.strip() for cell in cells):
-            rows.append((reader.line_num, {name: cell.strip() for name, cell in zip(header, cells, strict=False)}))
+            rows.append((reader.line_num, {name: cell if name in exact else cell.strip()
+                                           for name, cell in zip(header, cells, strict=False)}))
     return rows
 
 

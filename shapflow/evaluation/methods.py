@@ -28,7 +28,17 @@ from shapflow.evaluation.groundtruth import RetrainJob
 from shapflow.evaluation.plans import coalition_cost, equal_compute_budget, loo_jobs, retrain_shapley_jobs
 from shapflow.evaluation.runs import Retrained
 from shapflow.shapley import DEFAULT_METHOD, estimate, min_budget
-from shapflow.tracking import STAGE_TAG, STUDY_TAG, USE_CASE_TAG, Tracker, utilities_table
+from shapflow.tracking import (
+    STAGE_TAG,
+    STUDY_TAG,
+    USE_CASE_TAG,
+    Tracker,
+    contributor_params,
+    logged_values,
+    quoted,
+    utilities_table,
+    value_metrics,
+)
 from shapflow.utility import Study
 
 __all__ = ["RETRAIN_METHODS", "STUDY_METHODS", "TRAK_METHODS", "MethodValues", "all_method_names", "baseline_methods",
@@ -65,16 +75,12 @@ class MethodValues:
     pooled: np.ndarray | None = None  # studies: the estimator on EVERY coalition the study logged (all designs)
 
 
-def _values_of(metrics: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
-    return np.array([metrics[f"value.{name}"] for name in names], dtype=float)
-
-
 def _finished_study(tracker: Tracker, request: Request) -> str | None:
     """The study id of the newest FINISHED attribute run with the same config, estimator, budget and seed."""
     query = (f"tags.`{STAGE_TAG}` = 'attribute' AND attributes.status = 'FINISHED' "
-             f"AND params.`study.config_hash` = '{stage_key(request.cfg, 'coalition')}' "
-             f"AND params.`study.method` = '{request.method}' AND params.`study.budget` = '{request.budget}' "
-             f"AND params.`study.seed` = '{request.seed}'")
+             f"AND params.`study.config_hash` = {quoted(stage_key(request.cfg, 'coalition'))} "
+             f"AND params.`study.method` = {quoted(request.method)} AND params.`study.budget` = "
+             f"{quoted(request.budget)} AND params.`study.seed` = {quoted(request.seed)}")
     runs = tracker.search(query, max_results=1)
     return runs[0].data.tags[STUDY_TAG] if runs else None
 
@@ -172,15 +178,15 @@ def _logged_method(tracker: Tracker, study: Study, name: str, key: str, parent: 
 
     def work(run_id: str) -> None:
         values = np.asarray(compute_values(), dtype=float)
-        tracker.log(run_id, params={"method": name, "source": source},
-                    metrics={f"value.{n}": float(v) for n, v in zip(names, values, strict=True)})
+        tracker.log(run_id, params={"method": name, "source": source, **contributor_params(names)},
+                    metrics=value_metrics(values))
         computed.append(values)
 
     run_id, reused = tracker.get_or_run(f"method · {name} · {study.cfg.name}", METHOD_STAGE, key, work,
                                         parent=parent, tags={USE_CASE_TAG: study.cfg.name, "shapflow.method": name})
     if not reused:
         return computed[0]
-    return _values_of(dict(tracker.call("get_run", run_id).data.metrics), names)
+    return logged_values(tracker.call("get_run", run_id), names)
 
 
 def all_method_names() -> tuple[str, ...]:

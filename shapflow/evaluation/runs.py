@@ -24,7 +24,7 @@ from shapflow.evaluation.fixture import GroundTruth
 from shapflow.evaluation.groundtruth import RetrainJob, RetrainOutcome, run_jobs
 from shapflow.evaluation.worker import config_stamp, read_results, write_jobs
 from shapflow.properties import Property
-from shapflow.tracking import KEY_TAG, STAGE_TAG, USE_CASE_TAG, RunStopped, Tracker
+from shapflow.tracking import KEY_TAG, STAGE_TAG, USE_CASE_TAG, RunStopped, Tracker, quoted
 
 __all__ = ["RETRAIN_STAGE", "JobsExported", "Retrained", "ensure_retrained", "finished_retrains", "ingest",
            "log_outcome"]
@@ -49,7 +49,7 @@ class Retrained:
 
 def finished_retrains(tracker: Tracker, cfg: UseCaseConfig) -> dict[str, Retrained]:
     """{job key: outcome} of every FINISHED retraining run of the use case in the tracker's experiment."""
-    runs = tracker.search(f"tags.`{STAGE_TAG}` = '{RETRAIN_STAGE}' AND tags.`{USE_CASE_TAG}` = '{cfg.name}' "
+    runs = tracker.search(f"tags.`{STAGE_TAG}` = '{RETRAIN_STAGE}' AND tags.`{USE_CASE_TAG}` = {quoted(cfg.name)} "
                           "AND attributes.status = 'FINISHED'")
     found: dict[str, Retrained] = {}
     for run in reversed(runs):  # oldest first: the first finished run of a key is the one every reader uses
@@ -71,7 +71,7 @@ def log_outcome(tracker: Tracker, cfg: UseCaseConfig, names: tuple[str, ...], ou
     run_id = tracker.start(name, {STAGE_TAG: RETRAIN_STAGE, KEY_TAG: job.key, USE_CASE_TAG: cfg.name,
                                   PURPOSE_TAG: job.purpose, DEVICE_TAG: record["device"]}, parent)
     try:
-        tracker.log(run_id, params={"mask": job.mask, "size": len(members), "contributors": ",".join(members),
+        tracker.log(run_id, params={"mask": job.mask, "size": len(members),
                                     "seed": job.seed, "purpose": job.purpose,
                                     "config_hash": stage_key(cfg, "full"), "computed_on": record["device"]},
                     metrics={"utility": record["utility"], **record["properties"], **record["timings"]})

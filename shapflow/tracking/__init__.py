@@ -3,7 +3,14 @@ back (``runs``), stage runs (``stages``), the contributors as MLflow datasets (`
 (``registry``) whose versions are MLflow models (``pyfunc``), the tracking server (``server``), who owns a RUNNING
 run (``owner``)."""
 
-from shapflow.tracking.datasets import Contributors, log_training_input
+from shapflow.tracking.datasets import (
+    Contributors,
+    contributor_params,
+    log_training_input,
+    logged_names,
+    logged_values,
+    value_metrics,
+)
 from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, owner_alive
 from shapflow.tracking.registry import RegisteredModel, load_registered, register_stage, resolve_model
 from shapflow.tracking.runs import (
@@ -14,6 +21,7 @@ from shapflow.tracking.runs import (
     parent_run,
     studies,
     utilities_table,
+    with_members,
 )
 from shapflow.tracking.stages import TrackedStore
 from shapflow.tracking.store import (
@@ -31,10 +39,12 @@ from shapflow.tracking.store import (
     code_version,
     default_tracking_uri,
     open_tracker,
+    quoted,
 )
 
 __all__ = ["CLAIM_ATTEMPTS", "HEARTBEAT_TAG", "KEY_TAG", "LINK_TAG", "OWNER_TAG", "PARENT_TAG", "SMOKE_TAG",
            "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Contributors", "FinishedLookup", "Finisher", "NoSuchExperiment",
            "RegisteredModel", "RunStopped", "TrackedStore", "Tracker", "client_for", "code_version",
-           "default_tracking_uri", "latest_experiment", "load_registered", "log_training_input", "open_tracker",
-           "owner_alive", "parent_run", "register_stage", "resolve_model", "studies", "utilities_table"]
+           "contributor_params", "default_tracking_uri", "latest_experiment", "load_registered", "log_training_input",
+           "logged_names", "logged_values", "open_tracker", "owner_alive", "parent_run", "quoted", "register_stage",
+           "resolve_model", "studies", "utilities_table", "value_metrics", "with_members"]

@@ -14,6 +14,11 @@ on. Each is an ``mlflow.entities.Dataset``:
   {name: count}, "description"}``; a coalition's lists only its members.
 
 Nothing is hashed image by image, so building a coalition's dataset costs microseconds; logging it is one call.
+
+Names are data, never parts of a joined string or of a key: a run that holds per-contributor numbers logs the
+name map as params ``contributor.<index>`` = name (``contributor_params``) and the numbers under keys by index
+(``value.<index>``, ``value_metrics``); ``logged_names`` / ``logged_values`` read them back, and read studies
+logged before (the v1 run's comma-joined ``contributors`` param, metrics ``value.<name>``) where that is exact.
 """
 
 from __future__ import annotations
@@ -22,17 +27,20 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from mlflow.entities import Dataset, DatasetInput, InputTag
+import pandas as pd
+from mlflow.entities import Dataset, DatasetInput, InputTag, Run
 from mlflow.types import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from shapflow.config import UseCaseConfig, identity, stage_key, to_dict
+from shapflow.config import InputError, UseCaseConfig, identity, stage_key, to_dict
 from shapflow.data import ContributorDataset
 from shapflow.tracking.store import Tracker
 
-__all__ = ["DATASET_SOURCE", "Contributors", "log_training_input"]
+__all__ = ["DATASET_SOURCE", "NAME_PARAM", "Contributors", "contributor_params", "log_training_input", "logged_names",
+           "logged_values", "value_metrics"]
 
 DATASET_SOURCE = "shapflow"
+NAME_PARAM = "contributor"  # params contributor.<index> = name
 _DATA_ASSETS = ("cifar100", "celebahq_images", "celebahq_labels", "artbench_images", "artbench_metadata")
 
 
@@ -84,3 +92,52 @@ def log_training_input(tracker: Tracker, run_id: str, dataset: Dataset) -> None:
     """Log ``dataset`` as the run's input with context ``training`` (one call)."""
     tag = InputTag(MLFLOW_DATASET_CONTEXT, "training")
     tracker.call("log_inputs", run_id, datasets=[DatasetInput(dataset, tags=[tag])])
+
+
+def contributor_params(names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The name map as params: ``contributor.<index>`` = the name, exactly (a name may hold any character)."""
+    return {f"{NAME_PARAM}.{i}": name for i, name in enumerate(names)}
+
+
+def value_metrics(values: np.ndarray, prefix: str = "value") -> dict[str, float]:
+    """Per-contributor numbers (n,) as metrics ``<prefix>.<index>`` (keys MLflow accepts whatever the names)."""
+    return {f"{prefix}.{i}": float(v) for i, v in enumerate(np.asarray(values, dtype=float))}
+
+
+def _names_of(params: dict[str, str]) -> tuple[str, ...] | None:
+    """The name map of a run's params (None when it has none); a gap in the indices is a damaged map."""
+    found = {int(key.split(".", 1)[1]): value for key, value in params.items()
+             if key.startswith(f"{NAME_PARAM}.") and key.split(".", 1)[1].isdigit()}
+    if not found:
+        return None
+    if sorted(found) != list(range(len(found))):
+        raise InputError(f"the run's contributor.<index> params skip indices (have {sorted(found)}): the run was "
+                         "edited; rerun `shapflow run` to log a whole name map")
+    return tuple(found[i] for i in range(len(found)))
+
+
+def logged_names(tracker: Tracker, attribute_run: Run, table: pd.DataFrame) -> tuple[str, ...]:
+    """The contributor names of a study, in index order: the name map of its attribute run, or for a study
+    logged before name maps its v1 run's comma-joined ``contributors`` param, used only when it splits into
+    exactly one name per mask position (else an ``InputError`` saying how to get a name map)."""
+    names = _names_of(attribute_run.data.params)
+    if names is not None:
+        return names
+    n = len(table["mask"].iloc[0]) if len(table) else 0
+    ends = table[table["coalition_id"] == "v1"] if len(table) else table
+    joined = tracker.call("get_run", ends["run_id"].iloc[0]).data.params.get("contributors") if len(ends) else None
+    if joined is None or len(joined.split(",")) != n:
+        raise InputError(f"attribute run {attribute_run.info.run_id} has no contributor names shapflow can read back "
+                         "(it was logged before names were stored one by one, and a name holds a comma or the list "
+                         "is missing): run the same `shapflow run` again; it reuses every logged coalition and "
+                         "logs the names")
+    return tuple(joined.split(","))
+
+
+def logged_values(run: Run, names: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Per-contributor values (n,) of a run: metrics ``value.<index>`` when it holds a name map, else (a run
+    logged before name maps) metrics ``value.<name>``."""
+    metrics = run.data.metrics
+    if _names_of(run.data.params) is not None:
+        return np.array([metrics[f"value.{i}"] for i in range(len(names))], dtype=float)
+    return np.array([metrics[f"value.{name}"] for name in names], dtype=float)

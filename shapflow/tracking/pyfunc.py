@@ -13,12 +13,22 @@ Python object is ever pickled. Loading needs shapflow importable and the frozen 
   same image); ``num_inference_steps`` (long, optional: DDIM steps, default ``sampling.num_inference_steps``);
   ``score`` (boolean, optional): also sample that seed's image SET (``sampling.num_images`` images) and score it.
 Output (a DataFrame, one row per input row): ``seed``, ``num_inference_steps``, ``image`` (the image as nested
-lists (C, H, W) of floats in [-1, 1]); with any ``score`` true also ``utility`` (the use case's utility of the
-set) and ``properties`` ({property: value} of the set), None in the rows that did not ask.
+lists (C, H, W) of floats in [-1, 1]), ``settings`` (JSON: the use case, stage, DDIM eta, precision and the
+server's limits the row was generated with); with any ``score`` true also ``utility`` (the use case's utility of
+the set) and ``properties`` ({property: value} of the set), None in the rows that did not ask.
+
+Limits, so a server cannot be made to compute for minutes: a seed in [0, 2^32 - 1], steps in [1, the model's
+timesteps], at most ``SHAPFLOW_SERVE_MAX_ROWS`` rows per request (default 64), and a time limit per request
+(``SHAPFLOW_SERVE_TIME_LIMIT`` seconds, default 120) checked before each row: past it the request stops with
+an error saying how far it got. Both settings are read from the environment when the model loads. A bad
+request is answered with one line (``MlflowException``, HTTP 400; 429 past the time limit), never a stack.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,26 +36,33 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.entities import LoggedModelOutput
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, REQUEST_LIMIT_EXCEEDED
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types.schema import Array, ColSpec, Map, Schema
 
+from shapflow.config import InputError
 from shapflow.properties import Property
-from shapflow.tracking.store import Tracker, global_tracking_uri
+from shapflow.tracking.store import Tracker, global_tracking_uri, quoted
 from shapflow.utility import load_scorer
-from shapflow.utility.deploy import LoadedStage, load_stage_folder, seed_image, seed_properties
+from shapflow.utility.deploy import LoadedStage, load_stage_folder, seed_image, seed_properties, seeded_context
 
-__all__ = ["CODE_FILE", "MODEL_TAG", "SIGNATURE", "STAGE_ARTIFACT", "StageModel", "log_stage_model"]
+__all__ = ["CODE_FILE", "MAX_ROWS", "MODEL_TAG", "SIGNATURE", "STAGE_ARTIFACT", "TIME_LIMIT", "StageModel",
+           "log_stage_model"]
 
 CODE_FILE = Path(__file__).with_name("pyfunc_model.py")
 STAGE_ARTIFACT = "stage"
 MODEL_TAG = "shapflow.registered_as"  # on the LoggedModel: the registered model it was logged for
 _INPUTS = ("seed", "num_inference_steps", "score")
+MAX_ROWS = ("SHAPFLOW_SERVE_MAX_ROWS", 64)  # (setting, default): rows per request
+TIME_LIMIT = ("SHAPFLOW_SERVE_TIME_LIMIT", 120.0)  # (setting, default): seconds per request
 SIGNATURE = ModelSignature(
     Schema([ColSpec("long", "seed"), ColSpec("long", "num_inference_steps", required=False),
             ColSpec("boolean", "score", required=False)]),
     Schema([ColSpec("long", "seed"), ColSpec("long", "num_inference_steps"),
-            ColSpec(Array(Array(Array("double"))), "image"), ColSpec("double", "utility", required=False),
+            ColSpec(Array(Array(Array("double"))), "image"), ColSpec("string", "settings"),
+            ColSpec("double", "utility", required=False),
             ColSpec(Map("double"), "properties", required=False)]))
 _REQUIREMENTS = ("mlflow", "torch", "diffusers", "peft", "safetensors", "pandas")
 
@@ -56,23 +73,45 @@ class StageModel(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
         self.loaded: LoadedStage = load_stage_folder(context.artifacts[STAGE_ARTIFACT])
         self.scorer = None  # loaded on the first row that asks for a score
+        self.max_rows = int(_setting(*MAX_ROWS))
+        self.time_limit = _setting(*TIME_LIMIT)
 
     def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """One row per input row (see the module docstring for the schema)."""
-        frame = _checked(model_input)
-        default_steps = self.loaded.cfg.sampling.num_inference_steps
-        seeds = [int(seed) for seed in frame["seed"]]
-        given = "num_inference_steps" in frame
-        steps = [int(k) for k in frame["num_inference_steps"]] if given else [default_steps] * len(seeds)
-        images = [seed_image(self.loaded, s, k).tolist() for s, k in zip(seeds, steps, strict=True)]
-        out = pd.DataFrame({"seed": seeds, "num_inference_steps": steps, "image": images})
-        if "score" in frame and frame["score"].any():
-            scores = [seed_properties(self.loaded, self._scorer(), s, k) if wanted else None
-                      for s, k, wanted in zip(seeds, steps, frame["score"], strict=True)]
+        """One row per input row (see the module docstring for the schema and the limits)."""
+        deadline = time.monotonic() + self.time_limit
+        try:
+            frame = _checked(model_input, self.max_rows)
+            seeds = [int(seed) for seed in frame["seed"]]
+            default = self.loaded.cfg.sampling.num_inference_steps
+            steps = [int(k) for k in frame["num_inference_steps"]] if "num_inference_steps" in frame \
+                else [default] * len(seeds)
+            for s, k in zip(seeds, steps, strict=True):
+                seeded_context(self.loaded, s, k)  # every row checked before any is generated
+            wanted = [bool(w) for w in frame["score"]] if "score" in frame else [False] * len(seeds)
+        except InputError as err:
+            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+        images, scores = [], []
+        for row, (s, k, score) in enumerate(zip(seeds, steps, wanted, strict=True)):
+            if time.monotonic() > deadline:
+                raise MlflowException(f"time limit of {self.time_limit:g} s ({TIME_LIMIT[0]}) reached after {row} of "
+                                      f"{len(seeds)} rows: send fewer rows or steps per request, or raise the limit",
+                                      error_code=REQUEST_LIMIT_EXCEEDED)
+            images.append(seed_image(self.loaded, s, k).tolist())
+            scores.append(seed_properties(self.loaded, self._scorer(), s, k) if score else None)
+        out = pd.DataFrame({"seed": seeds, "num_inference_steps": steps, "image": images,
+                            "settings": [self._settings(k) for k in steps]})
+        if any(wanted):
             out["utility"] = pd.Series([p.pop("utility") if p else None for p in scores], dtype=object)
             out["properties"] = pd.Series(scores, dtype=object)  # None where not asked (JSON null, not NaN)
         return out
+
+    def _settings(self, steps: int) -> str:
+        """What a row was generated with, as JSON."""
+        cfg = self.loaded.cfg
+        return json.dumps({"use_case": cfg.name, "stage": self.loaded.stage, "num_inference_steps": steps,
+                           "eta": cfg.sampling.eta, "precision": cfg.precision, "max_rows": self.max_rows,
+                           "time_limit_s": self.time_limit})
 
     def _scorer(self) -> Property:
         if self.scorer is None:
@@ -80,17 +119,39 @@ class StageModel(PythonModel):
         return self.scorer
 
 
-def _checked(frame: pd.DataFrame) -> pd.DataFrame:
-    """The input with its columns checked: ``seed`` present, nothing unknown, no gaps in optional columns."""
+def _setting(name: str, default: float) -> float:
+    """A positive number from the environment variable ``name`` (``default`` when unset); ``InputError`` names it."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or (isinstance(default, int) and not value.is_integer()):
+        raise InputError(f"{name}={text!r} is invalid: give a positive {type(default).__name__} (default {default})")
+    return value
+
+
+def _checked(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
+    """The input with its columns and size checked: ``seed`` present, nothing unknown, no gaps, whole numbers,
+    at most ``max_rows`` rows; ``InputError`` says what to send instead."""
     if not isinstance(frame, pd.DataFrame):
         frame = pd.DataFrame(frame)
     unknown = sorted(set(frame.columns) - set(_INPUTS))
     if "seed" not in frame or unknown:
-        raise ValueError(f"model input columns {list(frame.columns)} are invalid: give seed (required), "
+        raise InputError(f"model input columns {list(frame.columns)} are invalid: give seed (required), "
                          f"num_inference_steps and score (optional), nothing else (unknown: {unknown or 'none'})")
+    if len(frame) > max_rows:
+        raise InputError(f"{len(frame)} rows is over this server's cap of {max_rows} rows per request "
+                         f"({MAX_ROWS[0]}): send at most {max_rows} rows per request")
     for column in _INPUTS:
         if column in frame and frame[column].isna().any():
-            raise ValueError(f"column {column!r} has missing values: give it for every row or drop the column")
+            raise InputError(f"column {column!r} has missing values: give it for every row or drop the column")
+    for column in ("seed", "num_inference_steps"):
+        bad = [v for v in frame.get(column, []) if not float(v).is_integer()]
+        if bad:
+            raise InputError(f"{column}={bad[0]!r} is invalid: give a whole number")
     return frame
 
 
@@ -110,7 +171,7 @@ def _requirements() -> list[str]:
 def _logged(tracker: Tracker, run_id: str, name: str) -> str | None:
     """The READY LoggedModel logged for registered model ``name`` from stage run ``run_id``, if any."""
     found = tracker.call("search_logged_models", [tracker.experiment_id],
-                         filter_string=f"source_run_id = '{run_id}' AND tags.`{MODEL_TAG}` = '{name}'")
+                         filter_string=f"source_run_id = {quoted(run_id)} AND tags.`{MODEL_TAG}` = {quoted(name)}")
     ready = [m for m in found if str(m.status) in ("READY", "LoggedModelStatus.READY")]
     return ready[0].model_id if ready else None
 

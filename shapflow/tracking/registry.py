@@ -6,6 +6,10 @@ Each version is an MLflow model (``shapflow.tracking.pyfunc``: models-from-code,
 work too. Versions registered before that point at a stage run's ``model`` folder; ``load_registered`` reads
 both kinds. Either way the weights are the family's safetensors / PEFT adapter files and ``stage.json`` with
 the use-case config, so loading never unpickles anything.
+
+A reference a user gives is checked before it reaches the store: its model name and alias follow
+``config.REGISTRY_NAME_RULE`` and its version is a number (``ConfigError`` otherwise), and every value that
+enters a search filter is quoted by ``store.quoted``, so no name can widen a search to another model.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
-from shapflow.config import UseCaseConfig
+from shapflow.config import REGISTRY_NAME, REGISTRY_NAME_RULE, ConfigError, UseCaseConfig
 from shapflow.tracking.pyfunc import STAGE_ARTIFACT, log_stage_model
-from shapflow.tracking.store import Tracker, global_tracking_uri, open_tracker
+from shapflow.tracking.store import Tracker, global_tracking_uri, open_tracker, quoted
 from shapflow.utility import Context, Family, Models
 from shapflow.utility.deploy import LoadedStage, load_stage_folder
 
-__all__ = ["RegisteredModel", "load_registered", "register_stage", "resolve_model"]
+__all__ = ["RegisteredModel", "load_registered", "parse_ref", "register_stage", "resolve_model"]
 
 _MODELS = "models:/"
 
@@ -45,7 +49,7 @@ def _model_version(tracker: Tracker, name: str, run_id: str, model_id: str) -> s
     except MlflowException as err:
         if "already exists" not in str(err).lower():
             raise
-    found = tracker.call("search_model_versions", f"name = '{name}' AND run_id = '{run_id}'")
+    found = tracker.call("search_model_versions", f"name = {quoted(name)} AND run_id = {quoted(run_id)}")
     same = [v for v in found if _model_id(v) == model_id]
     if same:
         return str(same[0].version)
@@ -63,22 +67,39 @@ def register_stage(tracker: Tracker, name: str, run_id: str, alias: str | None =
     return version
 
 
+def parse_ref(ref: str) -> tuple[str, str, str]:
+    """``NAME@ALIAS`` / ``NAME@latest`` / ``NAME/VERSION`` -> (name, "@" or "/", alias or version), checked:
+    ``ConfigError`` (exit 2 at the CLI) unless the name and alias follow ``REGISTRY_NAME_RULE`` and the
+    version is a positive number."""
+    sep = "@" if "@" in ref else "/" if "/" in ref else ""
+    name, _, rest = ref.partition(sep) if sep else (ref, "", "")
+    if not sep:
+        raise ConfigError(f"model reference {ref!r} is invalid: write NAME@ALIAS, NAME@latest or NAME/VERSION")
+    parts = [("model name", name, REGISTRY_NAME.fullmatch(name), f"use {REGISTRY_NAME_RULE}")]
+    if sep == "@":
+        parts.append(("alias", rest, REGISTRY_NAME.fullmatch(rest), f"use {REGISTRY_NAME_RULE}"))
+    else:
+        parts.append(("version", rest, rest.isascii() and rest.isdigit() and int(rest) > 0, "give a number such as 1"))
+    for what, value, ok, fix in parts:
+        if not ok:
+            raise ConfigError(f"model reference {ref!r}: the {what} {value!r} is invalid: {fix}")
+    return name, sep, rest
+
+
 def _version(tracker: Tracker, ref: str) -> ModelVersion:
-    """The model version ``name@alias`` / ``name@latest`` / ``name/<version>`` names.
+    """The model version ``name@alias`` / ``name@latest`` / ``name/<version>`` names (``parse_ref``).
 
     ``latest`` is MLflow's reserved word for the highest version, never an alias one can set.
     """
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        if alias.lower() != "latest":
-            return tracker.call("get_model_version_by_alias", name, alias)
-        versions = tracker.call("search_model_versions", f"name = '{name}'")
-        if not versions:
-            raise MlflowException(f"registered model {name!r} has no versions: run the attribute entry point")
-        return max(versions, key=lambda v: int(v.version))
-    if "/" in ref:
-        return tracker.call("get_model_version", *ref.split("/", 1))
-    raise MlflowException(f"model reference {ref!r} is invalid: write NAME@ALIAS, NAME@latest or NAME/VERSION")
+    name, sep, rest = parse_ref(ref)
+    if sep == "/":
+        return tracker.call("get_model_version", name, rest)
+    if rest.lower() != "latest":
+        return tracker.call("get_model_version_by_alias", name, rest)
+    versions = tracker.call("search_model_versions", f"name = {quoted(name)}")
+    if not versions:
+        raise MlflowException(f"registered model {name!r} has no versions: run the attribute entry point")
+    return max(versions, key=lambda v: int(v.version))
 
 
 def resolve_model(tracker: Tracker, ref: str) -> tuple[str, str, str]:

@@ -3,6 +3,7 @@ attribute runs, the newest experiment, whether a coalition is already FINISHED).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,10 +15,10 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from shapflow.tracking.store import STAGE_TAG, STUDY_TAG, Tracker, client_for, default_tracking_uri
+from shapflow.tracking.store import STAGE_TAG, STUDY_TAG, Tracker, client_for, default_tracking_uri, quoted
 
 __all__ = ["LINK_TAG", "FinishedLookup", "RunStopped", "discard_when_ended", "latest_experiment", "parent_run",
-           "studies", "utilities_table"]
+           "studies", "utilities_table", "with_members"]
 
 LINK_TAG = "shapflow.linked_run"  # an ``mlflow run`` run of another experiment <-> the run shapflow logged into
 
@@ -96,9 +97,9 @@ def utilities_table(tracker: Tracker, study: str) -> pd.DataFrame:
 
     Sorted by coalition id (sampler order); endpoints (``v0``, ``v1``) are the rows of size 0 and n.
     """
-    runs = tracker.search(f"tags.`{STUDY_TAG}` = '{study}' AND attributes.status = 'FINISHED'")
+    runs = tracker.search(f"tags.`{STUDY_TAG}` = {quoted(study)} AND attributes.status = 'FINISHED'")
     rows = [{"coalition_id": r.data.params.get("coalition_id", ""), "mask": r.data.params.get("mask", ""),
-             "size": int(r.data.params.get("size", 0)), "contributors": r.data.params.get("contributors", ""),
+             "size": int(r.data.params.get("size", 0)),
              "role": r.data.params.get("role", "plan"),
              **r.data.metrics, "run_id": r.info.run_id, "stage": r.data.tags.get(STAGE_TAG, "")}
             for r in runs if r.data.tags.get(STAGE_TAG) in ("coalition", "endpoint")]
@@ -106,6 +107,16 @@ def utilities_table(tracker: Tracker, study: str) -> pd.DataFrame:
     if frame.empty:
         return frame
     return frame.sort_values("coalition_id", kind="stable").drop_duplicates("coalition_id").reset_index(drop=True)
+
+
+def with_members(table: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
+    """``table`` with a ``contributors`` column after ``size``: each row's members (by its mask over ``names``)
+    as a JSON array, a CSV cell that splits back into the exact names whatever characters they hold."""
+    members = [json.dumps([name for name, bit in zip(names, mask, strict=True) if bit == "1"], ensure_ascii=False)
+               for mask in table["mask"]]
+    out = table.copy()
+    out.insert(out.columns.get_loc("size") + 1, "contributors", members)
+    return out
 
 
 def studies(tracker: Tracker) -> Iterator[tuple[str, Run]]:

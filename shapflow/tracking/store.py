@@ -37,7 +37,7 @@ from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, Heartbeat, owner_a
 
 __all__ = ["KEY_TAG", "KIND_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "TRAINING_KIND", "USE_CASE_TAG",
            "Finisher", "NoSuchExperiment", "Tracker", "client_for", "code_version", "default_tracking_uri",
-           "global_tracking_uri", "open_tracker", "runs_page"]
+           "global_tracking_uri", "open_tracker", "quoted", "runs_page"]
 
 STAGE_TAG = "shapflow.stage"
 KEY_TAG = "shapflow.key"
@@ -115,6 +115,17 @@ def code_version() -> str:
     return f"{release}+g{commit}" if commit else release
 
 
+def quoted(value: str) -> str:
+    """``value`` as a string literal of an MLflow search filter: in single quotes, or in double quotes when it holds
+    a single quote. MLflow's filter grammar has no escapes, so a value holding both quote kinds cannot be searched
+    for: ``InputError``. Every value that enters a filter goes through here, so none can change the query."""
+    text = str(value)
+    for quote in ("'", '"'):
+        if quote not in text:
+            return f"{quote}{text}{quote}"
+    raise InputError(f"{text!r} holds both quote kinds and cannot be looked up in an MLflow store: rename it")
+
+
 @dataclass
 class Tracker:
     """An MLflow client bound to one store and one experiment, with retried writes."""
@@ -149,7 +160,7 @@ class Tracker:
 
     def finished(self, key: str) -> Run | None:
         """The newest FINISHED run whose ``shapflow.key`` tag is ``key``, or None."""
-        found = self.search(f"tags.`{KEY_TAG}` = '{key}' AND attributes.status = 'FINISHED'", max_results=1)
+        found = self.search(f"tags.`{KEY_TAG}` = {quoted(key)} AND attributes.status = 'FINISHED'", max_results=1)
         return found[0] if found else None
 
     def start(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
@@ -235,7 +246,7 @@ class Tracker:
     def holder(self, key: str, mine: str | None = None) -> Run | None:
         """The run holding ``key``: the newest FINISHED one, else the first-started RUNNING one whose owner lives
         (``mine`` counts as live); RUNNING runs of dead owners met on the way are retired."""
-        runs = self.search(f"tags.`{KEY_TAG}` = '{key}'")
+        runs = self.search(f"tags.`{KEY_TAG}` = {quoted(key)}")
         finished = [run for run in runs if run.info.status == "FINISHED"]
         if finished:
             return finished[0]

@@ -21,7 +21,9 @@ from shapflow.utility.families import family_of
 from shapflow.utility.protocol import Context, Family, Models, read_stage_meta
 from shapflow.utility.study import stage_properties
 
-__all__ = ["LoadedStage", "load_stage_folder", "seed_image", "seed_properties", "seeded_context"]
+__all__ = ["MAX_SEED", "LoadedStage", "load_stage_folder", "seed_image", "seed_properties", "seeded_context"]
+
+MAX_SEED = 2**32 - 1  # seeds beyond 32 bits are refused, never folded onto another seed's image
 
 
 @dataclass
@@ -49,14 +51,19 @@ def load_stage_folder(folder: str | Path) -> LoadedStage:
 
 
 def seeded_context(loaded: LoadedStage, seed: int, num_inference_steps: int | None = None) -> Context:
-    """The stage's context with ``sampling.seed = seed`` (and ``num_inference_steps`` when given).
+    """The stage's context with ``sampling.seed = seed`` (and ``num_inference_steps`` when given, None: the use
+    case's). ``ConfigError`` for a seed outside [0, MAX_SEED] or steps outside [1, diffusion.num_train_timesteps].
 
     A shallow copy: the frozen networks are shared, only the config differs.
     """
-    if seed < 0:
-        raise ConfigError(f"seed={seed} is invalid: use a non-negative integer (the sampling noise's seed)")
-    sampling = replace(loaded.cfg.sampling, seed=int(seed),
-                       num_inference_steps=int(num_inference_steps or loaded.cfg.sampling.num_inference_steps))
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={seed} is invalid: use an integer in [0, {MAX_SEED}] (the sampling noise's seed)")
+    steps = loaded.cfg.sampling.num_inference_steps if num_inference_steps is None else num_inference_steps
+    most = loaded.cfg.diffusion.num_train_timesteps
+    if not 1 <= steps <= most:
+        raise ConfigError(f"num_inference_steps={steps} is invalid: use 1 to {most} DDIM steps (the model's "
+                          f"timesteps; the use case samples with {loaded.cfg.sampling.num_inference_steps})")
+    sampling = replace(loaded.cfg.sampling, seed=int(seed), num_inference_steps=int(steps))
     return replace(loaded.ctx, cfg=replace(loaded.cfg, sampling=sampling))
 
 

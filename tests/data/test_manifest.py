@@ -62,7 +62,7 @@ def test_missing_manifest_and_bad_header(tmp_path):
 EXPORTS = {  # what spreadsheets save as "CSV", as bytes
     "utf-8 with BOM": "\ufeffpath,contributor\na.png,alice\nb.png,bob\n".encode(),
     "windows line endings": b"path,contributor\r\na.png,alice\r\nb.png,bob\r\n",
-    "spaces and header case": b" Path , Contributor \n a.png ,  alice \nb.png,bob  \n",
+    "spaces and header case": b" Path , Contributor \n a.png ,alice\nb.png  ,bob\n",  # names: see NAME_RULE
     "semicolons": b"path;contributor\na.png;alice\nb.png;bob\n",
     "utf-16 tabs": "path\tcontributor\na.png\talice\nb.png\tbob\n".encode("utf-16"),
     "blank rows": b"path,contributor\na.png,alice\n,\n\nb.png,bob\n,,\n",
@@ -102,3 +102,67 @@ def test_data_errors_are_input_errors_of_the_data_source(tmp_path):
     (tmp_path / "cifar.tar.gz").write_text("not an archive")  # a loader's own ValueError, reported as the data's
     with pytest.raises(DataError, match=r"data.source=cifar20: .*cifar\.tar\.gz"):
         load_data(DataConfig(source="cifar20"), AssetsConfig(cifar100=str(tmp_path / "cifar.tar.gz")))
+
+
+def test_names_that_differ_only_in_surrounding_space_are_refused_never_merged(tmp_path):
+    _write_images(tmp_path, ["a.png", "b.png", "c.png"])
+    (tmp_path / "m.csv").write_text('path,contributor\na.png,trail\nb.png,"trail "\nc.png,bob\n')
+    with pytest.raises(DataError, match=r"row 3: contributor name 'trail ' ends with whitespace: a contributor name "
+                                        r"is kept exactly as written"):
+        load_manifest(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("path,contributor\na.png, alice\nb.png,bob\n")  # a hand-typed ", "
+    with pytest.raises(DataError, match=r"row 2: contributor name ' alice' starts with whitespace"):
+        load_manifest(tmp_path / "m.csv")
+
+
+def test_names_that_look_the_same_or_hold_control_characters_are_refused(tmp_path):
+    _write_images(tmp_path, ["a.png", "b.png", "c.png"])
+    (tmp_path / "m.csv").write_text("path,contributor\na.png,Zo\u00eb\nb.png,Zoe\u0308\nc.png,bob\n")
+    with pytest.raises(DataError, match=r"rows 2 and 3: contributor names 'Zo\\xeb' and 'Zoe\\u0308' look the same"):
+        load_manifest(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("path,contributor\na.png,al\x07ice\nb.png,bob\n")
+    with pytest.raises(DataError, match=r"row 2: .* holds the control character\(s\) U\+0007"):
+        load_manifest(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text(f"path,contributor\na.png,{'x' * 1001}\nb.png,bob\n")
+    with pytest.raises(DataError, match=r"has 1001 characters: .*1 to 1000 characters"):
+        load_manifest(tmp_path / "m.csv")
+
+
+SPREADSHEET_NAMES = ["comma, inside", 'say "cheese"', "two\nlines", "emoji \U0001f3a8\u2728", "x" * 300,
+                     "Trail", "trail", "tab\tinside", "semi;colon"]
+
+
+def test_every_name_a_spreadsheet_cell_holds_is_kept_exactly(tmp_path):
+    import csv
+
+    _write_images(tmp_path, [f"{k}.png" for k in range(len(SPREADSHEET_NAMES))])
+    with open(tmp_path / "m.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("path", "contributor"),
+                                      *((f"{k}.png", name) for k, name in enumerate(SPREADSHEET_NAMES))])
+    assert load_manifest(tmp_path / "m.csv").names == tuple(SPREADSHEET_NAMES)
+
+
+def test_the_same_image_file_given_by_two_contributors_is_refused(tmp_path):
+    _write_images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "copy.png").write_bytes((tmp_path / "a.png").read_bytes())
+    (tmp_path / "m.csv").write_text("path,contributor\na.png,alice\nb.png,alice\nb.png,bob\ncopy.png,carol\n")
+    with pytest.raises(DataError, match=r"row 4: image .*b\.png is the same file \(same content\) as row 3's, listed "
+                                        r"for contributor 'alice' there and 'bob' here"):
+        load_manifest(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("path,contributor\na.png,alice\nb.png,bob\ncopy.png,carol\n")
+    with pytest.raises(DataError, match=r"row 4: image .*copy\.png is the same file"):
+        load_manifest(tmp_path / "m.csv")
+    (tmp_path / "m.csv").write_text("path,contributor\na.png,alice\ncopy.png,alice\nb.png,bob\n")
+    assert load_manifest(tmp_path / "m.csv").counts().tolist() == [2, 1]  # one contributor's own copies: allowed
+
+
+def test_every_loader_market_refuses_names_that_break_the_rule():
+    import torch
+
+    from shapflow.data import ContributorDataset
+
+    images, owners = torch.zeros(2, 1, 8, 8), torch.tensor([0, 1])
+    with pytest.raises(DataError, match="contributor name 'b ' ends with whitespace"):
+        ContributorDataset(images, owners, ("a", "b ")).check_market()
+    with pytest.raises(DataError, match="contributor names 'a' and 'a' look the same"):
+        ContributorDataset(images, owners, ("a", "a")).check_market()

@@ -17,7 +17,7 @@ def test_every_planned_coalition_has_exactly_one_finished_run(tiny_store):
     sample = next(r for r in finished if r.data.params["coalition_id"] in plan(request).ids)
     assert sample.info.run_name.startswith("coalition ") and " · " in sample.info.run_name
     assert {"utility", "neg_log_fd", "sft_seconds", "sampling_seconds", "scoring_seconds"} <= set(sample.data.metrics)
-    assert {"coalition_id", "contributors", "size", "mask", "sampler", "seed", "upstream_run",
+    assert {"coalition_id", "size", "mask", "sampler", "seed", "upstream_run",
             "upstream_model_version", "config_hash"} <= set(sample.data.params)
     assert sample.data.tags["mlflow.parentRunId"] == result.run_id
     artifacts = {a.path for a in tracker.client.list_artifacts(result.run_id)}

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from shapflow.tracking import STAGE_TAG, STUDY_TAG, open_tracker
+from shapflow.tracking import STAGE_TAG, STUDY_TAG, logged_names, open_tracker, utilities_table
 from shapflow.tracking.datasets import DATASET_SOURCE
 from shapflow.tracking.store import KIND_TAG, TRAINING_KIND, runs_page
 
@@ -48,18 +48,21 @@ def test_one_experiment_per_use_case_with_the_market_and_coalition_datasets(tiny
     for stage in ("full", "prune", "finetune"):
         (run,) = tracker.search(f"tags.`{STAGE_TAG}` = '{stage}'")
         assert _inputs(run)[market_name][0].digest == market.digest
+    names = logged_names(tracker, attribute, utilities_table(tracker, result.study_id))
+    assert len(names) == request.n_contributors
     runs = [r for r in tracker.search(f"tags.`{STUDY_TAG}` = '{result.study_id}'")
             if r.data.tags[STAGE_TAG] in ("coalition", "endpoint")]
     digests = set()
     for run in runs:
-        cid, members = run.data.params["coalition_id"], run.data.params["contributors"]
+        cid, mask = run.data.params["coalition_id"], run.data.params["mask"]
+        members = [name for name, bit in zip(names, mask, strict=True) if bit == "1"]
         inputs = _inputs(run)
         if cid == "v0":
             assert inputs == {}  # the empty coalition trains on nothing
             continue
         ((name, (dataset, context)),) = inputs.items()
         part = json.loads(dataset.profile)
-        assert context == "training" and set(part["images_per_contributor"]) == set(members.split(","))
+        assert context == "training" and set(part["images_per_contributor"]) == set(members)
         assert name == (market_name if cid == "v1" else f"{request.cfg.name}-coalition-{cid}")
         digests.add(dataset.digest)
     coalitions = {r.data.params["mask"] for r in runs if r.data.tags[STAGE_TAG] == "coalition"}

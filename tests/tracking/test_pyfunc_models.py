@@ -1,7 +1,9 @@
 """Registered versions are MLflow models (models-from-code, nothing pickled) that predict what shapflow's own loader
 and ``shapflow models check`` give; registration is idempotent; versions registered before still load."""
 
+import json
 import os
+import re
 from pathlib import Path
 
 import mlflow
@@ -10,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from safetensors.torch import load_file
 
@@ -55,7 +58,7 @@ def test_pyfunc_predicts_the_images_of_models_check_and_the_logged_properties(st
     with global_tracking_uri(uri):
         model = mlflow.pyfunc.load_model(f"models:/{PRUNED}@candidate")
     out = model.predict(pd.DataFrame({"seed": [0, 1]}))
-    assert list(out.columns) == ["seed", "num_inference_steps", "image"] and list(out["seed"]) == [0, 1]
+    assert list(out.columns) == ["seed", "num_inference_steps", "image", "settings"] and list(out["seed"]) == [0, 1]
     images = [torch.tensor(image, dtype=torch.float32) for image in out["image"]]
     assert images[0].shape == (1, 8, 8) and images[0].abs().max() <= 1.0 and not torch.equal(*images)
     check = CliRunner().invoke(main, ["models", "check", f"{PRUNED}@candidate", "--seed", "1",
@@ -106,3 +109,43 @@ def test_setting_the_global_uri_for_mlflow_restores_it_and_its_variable(monkeypa
     with global_tracking_uri("sqlite:///inside.db"):
         assert mlflow.get_tracking_uri() == "sqlite:///inside.db"
     assert os.environ.get("MLFLOW_TRACKING_URI") == variable
+
+
+def _refusal(model, frame: pd.DataFrame) -> MlflowException:
+    with pytest.raises(MlflowException) as caught:
+        model.predict(frame)
+    return caught.value
+
+
+@pytest.mark.parametrize(("frame", "message"), [
+    ({"seed": [-1]}, r"seed=-1 is invalid: use an integer in \[0, 4294967295\]"),
+    ({"seed": [2**32]}, r"seed=4294967296 is invalid"),
+    ({"seed": [0], "num_inference_steps": [0]}, r"num_inference_steps=0 is invalid: use 1 to 1000 DDIM steps"),
+    ({"seed": [0], "num_inference_steps": [10**6]}, r"num_inference_steps=1000000 is invalid"),
+    ({"seed": [0, 1, 2]}, r"3 rows is over this server's cap of 2 rows per request \(SHAPFLOW_SERVE_MAX_ROWS\)"),
+])
+def test_a_bad_request_is_refused_with_one_line_before_anything_is_generated(store, monkeypatch, frame, message):
+    uri, _, _ = store
+    monkeypatch.setenv("SHAPFLOW_SERVE_MAX_ROWS", "2")
+    with global_tracking_uri(uri):
+        model = mlflow.pyfunc.load_model(f"models:/{PRUNED}@candidate")
+    refused = _refusal(model, pd.DataFrame(frame))
+    assert refused.error_code == "INVALID_PARAMETER_VALUE" and re.search(message, refused.message)
+    assert "\n" not in refused.message and "Traceback" not in refused.message and "/" not in refused.message
+
+
+def test_generation_stops_at_the_time_limit_and_the_output_says_its_settings(store, monkeypatch):
+    uri, _, request = store
+    monkeypatch.setenv("SHAPFLOW_SERVE_TIME_LIMIT", "1e-9")  # past before the first row: nothing is generated
+    with global_tracking_uri(uri):
+        model = mlflow.pyfunc.load_model(f"models:/{PRUNED}@candidate")
+    stopped = _refusal(model, pd.DataFrame({"seed": [0, 1]}))
+    assert stopped.error_code == "REQUEST_LIMIT_EXCEEDED" and stopped.get_http_status_code() == 429
+    assert "time limit of 1e-09 s (SHAPFLOW_SERVE_TIME_LIMIT) reached after 0 of 2 rows" in stopped.message
+    monkeypatch.setenv("SHAPFLOW_SERVE_TIME_LIMIT", "600")
+    with global_tracking_uri(uri):
+        model = mlflow.pyfunc.load_model(f"models:/{PRUNED}@candidate")
+    settings = json.loads(model.predict(pd.DataFrame({"seed": [5], "num_inference_steps": [2]}))["settings"][0])
+    assert settings == {"use_case": request.cfg.name, "stage": "finetune", "num_inference_steps": 2,
+                        "eta": request.cfg.sampling.eta, "precision": request.cfg.precision, "max_rows": 64,
+                        "time_limit_s": 600.0}
