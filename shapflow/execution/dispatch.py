@@ -8,13 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from shapflow.config import ConfigError
+from shapflow.config.request import EXECUTORS
 from shapflow.execution.local import Lookup, Outcome, evaluate_here, evaluate_in_workers
 from shapflow.execution.ray import evaluate_ray
 from shapflow.utility import Study
 
 __all__ = ["EXECUTORS", "ExecutorSpec", "evaluate_many"]
-
-EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from shapflow.config.request import DEFAULT_METHOD
+
 from .adjusted import estimate_surrogate_banzhaf, estimate_surrogate_shapley
 from .exact import estimate_exact_banzhaf, estimate_exact_shapley
 from .leverage import estimate_leverage
@@ -38,8 +40,6 @@ from .samplers import SAMPLERS
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "approximate", "default_sampler", "estimate", "min_budget"]
 
-# best on the market-shaped games and never much worse on the classic ones: docs/results/estimators-2026-12-03.md
-DEFAULT_METHOD = "surrogate-shapley"
 
 
 @dataclass(frozen=True)
