@@ -89,12 +89,14 @@ def coalitions_emit(fmt: str, **options) -> None:
     Run the printed ``prepare`` command once first (stages, endpoints, experiment: parallel first writes race).
     """
     request = request_from(**options)
+    from shapflow.attribution import plan
     from shapflow.execution.batch import batch_commands, slurm_array
 
+    rows = len(plan(request))  # a sampler may plan fewer rows than the budget (permutation, loo)
     if fmt == "slurm":
-        click.echo(slurm_array(options, request.budget, request.cfg.name))
+        click.echo(slurm_array(options, rows, request.cfg.name))
         return
-    prepare, commands = batch_commands(options, request.budget)
+    prepare, commands = batch_commands(options, rows)
     click.echo("\n".join([f"# once first: {prepare}", *commands]))
 
 
@@ -115,7 +117,8 @@ def coalitions_prepare(**options) -> None:
 def coalitions_run(index: int, **options) -> None:
     """Evaluate coalition ``index`` unless it already has a FINISHED run (idempotent; safe to resubmit)."""
     request = request_from(**options)
-    from shapflow.attribution import run_attribute
+    from shapflow.attribution import batch_of, run_attribute
 
-    result = run_attribute(request, progress=False, batch=slice(index, index + 1))
+    batch = batch_of(request, index, index + 1)  # an index outside the plan exits 2 before any run is opened
+    result = run_attribute(request, progress=False, batch=batch)
     click.echo(f"coalition {index}: {result.evaluated_now} evaluated now (study {result.study_id[:12]})")
