@@ -130,11 +130,15 @@ def utilities_command(experiment: str | None, study: str | None, fmt: str) -> No
 
 def _reestimate(experiment: str | None, method: str, study: str | None) -> None:
     from shapflow.attribution import reestimate
+    from shapflow.shapley import default_sampler, design_bias
 
     tracker, study_id, parent = _study(experiment, study)
     try:
-        use_case = parent.data.params.get("study.use_case", "")
-        run_id, frame = reestimate(tracker, study_id, parent.info.run_id, use_case, method)
+        use_case, planned_by = parent.data.params.get("study.use_case", ""), parent.data.params.get("study.method")
+        bias = design_bias(method, default_sampler(planned_by)) if planned_by else None
+        if bias:
+            click.echo(f"warning: {bias}", err=True)
+        run_id, frame = reestimate(tracker, study_id, parent.info.run_id, use_case, method, planned_by)
     except ValueError as err:
         raise click.UsageError(f"{method} cannot use these utilities: {err}") from None
     click.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -402,7 +403,7 @@ def runs_page(uri: str, experiment_id: str) -> str:
     page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{page}"
-    return f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{page}"
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}, then http://127.0.0.1:5000/{page}"  # paths with spaces
 
 
 def open_tracker(experiment: str | None = None, uri: str | None = None, *, create: bool = True) -> Tracker:
