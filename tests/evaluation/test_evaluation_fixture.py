@@ -87,3 +87,34 @@ def test_the_fixture_answers_heldout_jobs_without_retraining(cfg, tmp_path, monk
     outcomes = ensure_retrained(tracker, cfg, data, None, jobs, fixture=truth)
     assert {job.key for job in jobs} <= set(outcomes) == set(finished_retrains(tracker, cfg))
     assert sorted(outcomes[job.key].utility for job in jobs) == sorted(np.ravel(truth.truth(masks, SEEDS)))
+
+
+EDITS = {
+    "truncated": (lambda text: text[: len(text) // 2], "not valid JSON"),
+    "short mask": (lambda text: text.replace('"mask": "', '"mask": "0', 1), "row 1 .*mask must be 10 characters"),
+    "text utility": (lambda text: _edit_row(text, utility="abc"), "row 1 .*finite numbers"),
+    "nan utility": (lambda text: _edit_row(text, utility=float("nan")), "row 1 .*finite numbers"),
+    "text seed": (lambda text: _edit_row(text, seed="1"), "row 1 .*seed must be an integer"),
+    "extra key": (lambda text: _edit_row(text, note="checked by hand"), "row 1 .*exactly the keys"),
+    "no rows": (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "rows"}),
+                "key\\(s\\) rows missing"),
+    "a list": (lambda text: json.dumps([json.loads(text)]), "it is not a JSON object"),
+}
+
+
+def _edit_row(text: str, **fields) -> str:
+    payload = json.loads(text)
+    payload["rows"][0].update(fields)
+    return json.dumps(payload)
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_a_hand_edited_fixture_is_checked_against_the_schema(cfg, tmp_path, edit):
+    """Every row is checked when the fixture is read: one ConfigError naming the file, the row and the rule (with
+    how to regenerate), never a KeyError or ValueError from deep inside an evaluation."""
+    _results(cfg, tmp_path / "results.jsonl")
+    write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", tmp_path / "fx.json")
+    change, message = EDITS[edit]
+    (tmp_path / "fx.json").write_text(change((tmp_path / "fx.json").read_text()))
+    with pytest.raises(ConfigError, match=f"fixture={tmp_path / 'fx.json'} is invalid: {message}.*regenerate"):
+        load_fixture(cfg, ALPHA, tmp_path / "fx.json")
