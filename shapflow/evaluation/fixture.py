@@ -63,6 +63,20 @@ class GroundTruth:
                 for job in jobs if (job.mask, job.seed) in self.rows]
 
 
+    def coverage(self, jobs: list[RetrainJob]) -> str:
+        """One line: how many of ``jobs`` (the held-out ones) the fixture answers, and its rows that answer none
+        (another count, seed or design, or a hand-edited mask): reported, never dropped silently."""
+        wanted = {(job.mask, job.seed) for job in jobs}
+        used = wanted & set(self.rows)
+        unmatched = sorted(set(self.rows) - wanted)
+        line = f"fixture {self.path} answers {len(used)} of the {len(wanted)} held-out retrainings"
+        if unmatched:
+            mask, seed = unmatched[0]
+            line += (f"; {len(unmatched)} of its {len(self.rows)} rows match none of them and are not used (e.g. "
+                     f"mask {mask} seed {seed}: another --count or --seeds, or an edited row)")
+        return line
+
+
 def _regenerate(cfg: UseCaseConfig, alpha: float) -> str:
     return (f"regenerate it: `shapflow evaluate lds --use-case {cfg.name} --alpha {alpha} --export-jobs jobs.json`, "
             "`python -m shapflow.evaluation.worker jobs.json --out results.jsonl --workers 0` (or --device cuda "
