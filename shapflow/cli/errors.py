@@ -3,7 +3,7 @@
 A user error becomes one line naming the thing and the fix, and exit status 2, never a traceback: bad config
 values, overrides and YAML (``ConfigError``), data files (``DataError``), model folders (``ModelFileError``),
 unknown experiments, missing assets, files that are not there, registry names that do not exist, and option
-values the parser rejects. Everything else is a bug and keeps its traceback.
+values the parser rejects, a damaged store or a full disk. Everything else is a bug and keeps its traceback.
 
 This module and ``cli.main`` import only Click and ``shapflow.config`` at the top, so a user error is answered
 in well under 2 s; MLflow is imported in ``registry_lookup``'s body, where a registry call is about to need it.
@@ -44,6 +44,16 @@ def user_errors() -> Iterator[None]:
         yield
     except USER_ERRORS as err:
         raise UserError(message_of(err)) from None
+    except (click.ClickException, click.exceptions.Exit, click.Abort):  # Click's own answers and --help
+        raise
+    except Exception as err:  # a damaged store or a full disk, wherever it surfaced (tracking.faults)
+        from shapflow.tracking import default_tracking_uri  # deferred: only this error path needs MLflow loaded
+        from shapflow.tracking.faults import store_fault
+
+        fault = store_fault(default_tracking_uri(), err)
+        if fault is None:
+            raise
+        raise UserError(str(fault)) from None
 
 
 @contextmanager

@@ -34,6 +34,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from shapflow.config import InputError
+from shapflow.tracking.faults import store_fault
 from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, Heartbeat, owner_alive, owner_tags
 
 __all__ = ["KEY_TAG", "KIND_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "TRAINING_KIND", "USE_CASE_TAG",
@@ -131,6 +132,9 @@ class Tracker:
             try:
                 return getattr(self.client, method)(*args, **kwargs)
             except Exception as err:  # sqlalchemy's OperationalError arrives wrapped or bare
+                fault = store_fault(self.uri, err)
+                if fault is not None:  # a damaged file or a full disk: one line for the user, not a traceback
+                    raise fault from err
                 if "database is locked" not in str(err) or attempt == RETRIES - 1:
                     raise
                 time.sleep(min(0.05 * 2**attempt, 2.0))
@@ -384,9 +388,15 @@ def client_for(uri: str) -> MlflowClient:
     if uri in _READY:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     with _store_lock(uri):  # the client itself may already open (and so migrate) the store
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        client.search_experiments(max_results=1)
-        client.search_registered_models(max_results=1)
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        except Exception as err:
+            fault = store_fault(uri, err)
+            if fault is None:
+                raise
+            raise fault from err
     _READY.add(uri)
     return client
 
