@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shapflow.config import InputError
+from shapflow.config.extras import require_extra
 from shapflow.execution.lifetime import wait_group_gone
 
 __all__ = ["FolderInUse", "MlflowServer", "Postgres", "describe_exposure", "free_port", "hold_folder", "postgres_bin",
@@ -318,6 +319,8 @@ def start_mlflow_server(backend_uri: str, artifacts: str | Path, *, host: str = 
     """Start ``mlflow server`` (one worker, proxied artifacts under ``artifacts``) and wait until it answers.
 
     Stopped again if it does not answer in ``timeout`` or if waiting is interrupted (a signal, Ctrl-C)."""
+    if backend_uri.startswith("postgresql"):
+        require_extra("psycopg2", "an MLflow server on PostgreSQL")
     port = port or free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", host, "--port", str(port),
                "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)]
