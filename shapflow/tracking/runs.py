@@ -14,10 +14,10 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from shapflow.tracking.store import STAGE_TAG, STUDY_TAG, Tracker, client_for, default_tracking_uri
+from shapflow.tracking.store import RETIRED_TAG, STAGE_TAG, STUDY_TAG, Tracker, client_for, default_tracking_uri
 
 __all__ = ["LINK_TAG", "FinishedLookup", "RunStopped", "discard_when_ended", "latest_experiment", "parent_run",
-           "studies", "utilities_table"]
+           "retire_run", "studies", "utilities_table"]
 
 LINK_TAG = "shapflow.linked_run"  # an ``mlflow run`` run of another experiment <-> the run shapflow logged into
 
@@ -135,6 +135,15 @@ while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < dea
     time.sleep(0.2)
 client.delete_run(run_id)
 """
+
+
+def retire_run(run_id: str, reason: str, uri: str | None = None) -> None:
+    """End run ``run_id`` KILLED with ``reason`` (its ``shapflow.retired`` tag) unless it has ended already: the
+    run ``mlflow run`` made, when ``mlflow run`` itself was killed and so will never end it."""
+    client = client_for(uri or default_tracking_uri())
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_tag(run_id, RETIRED_TAG, reason)
+        client.set_terminated(run_id, "KILLED")
 
 
 def discard_when_ended(run_id: str, uri: str | None = None, timeout: float = 120.0) -> None:
