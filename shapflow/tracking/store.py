@@ -39,7 +39,7 @@ from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, Heartbeat, owner_a
 
 __all__ = ["KEY_TAG", "KIND_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "TRAINING_KIND", "USE_CASE_TAG",
            "Finisher", "NoSuchExperiment", "Tracker", "client_for", "code_version", "default_tracking_uri",
-           "global_tracking_uri", "open_tracker", "runs_page"]
+           "global_tracking_uri", "open_tracker", "runs_page", "store_lock"]
 
 STAGE_TAG = "shapflow.stage"
 KEY_TAG = "shapflow.key"
@@ -364,7 +364,7 @@ _READY: set[str] = set()  # store URIs this process has initialised
 
 
 @contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
+def store_lock(uri: str) -> Iterator[None]:
     """An exclusive lock on ``<db>.lock`` beside a SQLite store (nothing for other stores or without fcntl)."""
     if not uri.startswith("sqlite:///"):
         yield
@@ -384,10 +384,10 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 def client_for(uri: str) -> MlflowClient:
     """An MlflowClient on ``uri`` (tracking and registry), the store created and migrated once per process under
-    ``_store_lock``: MLflow's own first-use migration of a new SQLite file is not safe to run twice at once."""
+    ``store_lock``: MLflow's own first-use migration of a new SQLite file is not safe to run twice at once."""
     if uri in _READY:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
-    with _store_lock(uri):  # the client itself may already open (and so migrate) the store
+    with store_lock(uri):  # the client itself may already open (and so migrate) the store
         try:
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             client.search_experiments(max_results=1)
