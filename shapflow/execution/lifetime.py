@@ -71,11 +71,12 @@ def die_with_parent(parent_pid: int, poll: float = 0.5) -> None:
     threading.Thread(target=_watch, args=(parent_pid, poll), name="shapflow-parent-watch", daemon=True).start()
 
 
-def stop_with_parent(poll: float = 0.5) -> int:
+def stop_with_parent(parent: int | None = None, poll: float = 0.5) -> int:
     """Raise ``Stopped`` in this process's main thread once its parent dies, so its ``finally`` blocks run (an
     entry point ends its runs KILLED) instead of computing on under PID 1: ``mlflow run`` killed by SIGTERM
-    forwards nothing to its entry point. Call from the main thread; returns the parent's PID."""
-    parent = os.getppid()
+    forwards nothing to its entry point. ``parent``: the parent's PID read at start (default: now), so a parent
+    that died in between is caught at once. Call from the main thread; returns the parent's PID."""
+    parent = parent or os.getppid()
     if _PDEATH_SIGNAL is None:  # no SIGUSR1 (Windows): nothing to deliver the stop with
         return parent
 
