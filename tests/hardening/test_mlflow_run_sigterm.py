@@ -36,6 +36,7 @@ def _started_coalitions(uri: str) -> bool:
 
 def test_sigterm_to_mlflow_run_stops_its_entry_point_and_ends_every_run(tmp_path, child_env, wait_until):
     uri = f"sqlite:///{tmp_path}/mlruns.db"
+    MlflowClient(uri).search_experiments()  # the store migrated once here: mlflow run and its script would race
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable))
     env = {**child_env, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1",
            "PATH": os.pathsep.join([os.path.dirname(sys.executable), child_env.get("PATH", "")])}
