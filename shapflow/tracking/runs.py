@@ -42,8 +42,11 @@ def parent_run(tracker: Tracker, name: str, tags: dict[str, str]) -> Iterator[st
         tracker.adopt(adopted, {**tags, "mlflow.runName": name})
         try:
             yield adopted
-        finally:
+        except (KeyboardInterrupt, RunStopped) as stop:  # its nested runs end here; `mlflow run` ends it
             tracker.release(adopted)
+            tracker.retire_own(f"stopped: {type(stop).__name__} {stop}".strip())
+            raise
+        tracker.release(adopted)
         return
     run_id = tracker.start(name, {**tags, **({LINK_TAG: adopted} if adopted else {})})
     if adopted:
@@ -54,7 +57,8 @@ def parent_run(tracker: Tracker, name: str, tags: dict[str, str]) -> Iterator[st
               file=sys.stderr)
     try:
         yield run_id
-    except (KeyboardInterrupt, SystemExit, RunStopped):
+    except (KeyboardInterrupt, SystemExit, RunStopped) as stop:
+        tracker.retire_own(f"stopped: {type(stop).__name__} {stop}".strip())  # nested runs in flight
         tracker.end(run_id, "KILLED")
         raise
     except BaseException:
