@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--json", type=str, default=None, help="write the rows to this JSON file")
     args = parser.parse_args()
     if not shapiq_approximators(10):
-        print("# shapiq is not installed: its rows are skipped (pip install shapiq)")
+        print("# shapiq is not installed: its rows are skipped (pip install -e \".[bench]\")")
     ns = [int(n) for n in args.ns.split(",")] if args.ns else [16, 48] if args.quick else [16, 48, 258]
     games = args.games.split(",") if args.games else [*MARKET_GAMES, *CLASSIC_GAMES]
     labels = args.methods.split(",") if args.methods else list(VARIANTS)

@@ -10,7 +10,7 @@ from _common import run_script, validated
 
 from shapflow.cli.evaluate import evaluation_options
 from shapflow.evaluation.evaluate import evaluate, parse_eval_request
-from shapflow.evaluation.runs import JobsExported
+from shapflow.evaluation.runs import JobsExported, RetrainingNotAsked
 from shapflow.evaluation.tables import to_markdown
 
 
@@ -25,6 +25,9 @@ def main(kind: str, out: Path, json_path: str, **options) -> None:
     except JobsExported as stopped:  # the missing retrainings went to a job file: say how to go on
         print(stopped, file=sys.stderr)
         return
+    except RetrainingNotAsked as stopped:  # retrainings were not asked for (-P retrain=true): say what, exit 2
+        print(f"shapflow: {stopped}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(to_markdown(result.frame))
     print(f"tables and plots of evaluate run {result.run_id}: {out} (and its artifacts)")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 from _common import run_script, validated
 
-from shapflow.attribution import run_stages
 from shapflow.cli.options import attribute_options
 
 STAGES = {"train": "full", "prune": "prune", "finetune": "finetune"}
@@ -16,6 +15,8 @@ STAGES = {"train": "full", "prune": "prune", "finetune": "finetune"}
 @attribute_options
 def main(stage: str, **options) -> None:
     request = validated(**options)
+    from shapflow.attribution import run_stages  # after validation: start-up speed of a rejection
+
     runs = run_stages(request, STAGES[stage], progress=True)
     for name, run_id in runs.items():
         print(f"{name}: run {run_id}")

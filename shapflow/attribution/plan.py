@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 
 from shapflow.attribution.request import Request
+from shapflow.config import ConfigError
 from shapflow.shapley import SAMPLERS, Coalitions, ShapleyResult, default_sampler, estimate, estimate_indices
 
-__all__ = ["CHECK_ROLE", "HELDOUT_SEED", "bits", "design_rows", "estimate_from_table", "heldout_masks",
+__all__ = ["CHECK_ROLE", "HELDOUT_SEED", "batch_of", "bits", "design_rows", "estimate_from_table", "heldout_masks",
            "indices_from_table", "mask_of", "masks_of", "plan"]
 
 HELDOUT_SEED = 20_250_124  # held-out coalitions never coincide with a sampler's default stream (seed 0)
@@ -19,6 +20,19 @@ CHECK_ROLE = "check"  # the ``role`` param of a held-out coalition an attribute 
 def plan(request: Request) -> Coalitions:
     """The coalitions to evaluate: the method's sampler, prefix-stable, so a rerun regenerates the same ids."""
     return SAMPLERS[default_sampler(request.method)](request.n_contributors, request.budget, request.seed)
+
+
+def batch_of(request: Request, start: int, stop: int | None = None) -> slice:
+    """Rows ``start``..``stop`` (default: to the end) of the request's plan, checked BEFORE any run is opened: an
+    index outside the plan is a ``ConfigError`` (Python's negative indices and empty slices would open an attribute
+    run that evaluates nothing)."""
+    rows = len(plan(request))
+    where = f"the plan of {request.method} with budget {request.budget} has rows 0..{rows - 1}"
+    if not 0 <= start < rows:
+        raise ConfigError(f"index={start} is invalid: {where}")
+    if stop is not None and not start < stop <= rows:
+        raise ConfigError(f"stop={stop} is invalid: give {start + 1}..{rows} ({where})")
+    return slice(start, stop)
 
 
 def heldout_masks(n: int, alpha: float, count: int, seed: int = HELDOUT_SEED) -> np.ndarray:

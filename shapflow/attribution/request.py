@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from shapflow.cache import cache_dir
 from shapflow.config import ConfigError, UseCaseConfig, load_use_case
+from shapflow.config.request import split_overrides
 from shapflow.data import load_data
 from shapflow.data.assets import require_use_case
 from shapflow.execution import ExecutorSpec
@@ -41,16 +42,6 @@ class Request:
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     check: int = 0  # held-out half-size coalitions evaluated by the same utility to check the values
     stack: int = 1  # coalitions each local process trains and samples together (not part of any coalition's key)
-
-
-def split_overrides(text: str | tuple[str, ...] | list[str]) -> list[str]:
-    """``"sft.steps=50 sampling.num_images=128"`` (spaces or commas between items) -> a list of overrides.
-
-    A comma inside a value (``model.block_out_channels=[8,16]``) stays: items split only before ``key=``.
-    """
-    if not isinstance(text, str):
-        return [item for part in text for item in split_overrides(part)]
-    return [item for item in re.split(r"[\s,]+(?=[A-Za-z_][\w.]*=)", text.strip()) if item.strip(" ,")]
 
 
 def load_config(name_or_path: str, overrides: str | tuple[str, ...] = "", tiny: bool = False) -> UseCaseConfig:

@@ -21,7 +21,7 @@ from shapflow.attribution.plan import plan
 from shapflow.attribution.report import image_grid, precision, report_from_table, self_check, write_check
 from shapflow.attribution.request import Request
 from shapflow.config import identity, stage_key
-from shapflow.shapley import convergence
+from shapflow.shapley import convergence, default_sampler, design_bias
 from shapflow.testing.smoke import SMOKE_LABEL
 from shapflow.tracking import (
     SMOKE_TAG,
@@ -155,15 +155,19 @@ def _report(tracker: Tracker, request: Request, study: Study, parent: str, study
     return AttributeResult(parent, tracker.experiment_id, study_id, frame, run.info.artifact_uri, evaluated)
 
 
-def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, method: str) -> tuple[str, pd.DataFrame]:
+def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, method: str,
+               planned_by: str | None = None) -> tuple[str, pd.DataFrame]:
     """Estimate values from a study's LOGGED utilities with ``method``; log them (by contributor index, with the
     name map) as a new ``estimate`` run nested under the attribute run ``parent``: a logged run is never
-    overwritten."""
+    overwritten. ``planned_by``: the method whose sampler drew the study's coalitions; where ``method`` is biased
+    on that design the run says so in its ``shapflow.design_bias`` tag (``shapley.design_bias``)."""
     table = utilities_table(tracker, study_id)
     names = logged_names(tracker, tracker.call("get_run", parent), table)
+    bias = design_bias(method, default_sampler(planned_by)) if planned_by else None
     with tempfile.TemporaryDirectory(prefix="shapflow-estimate-") as tmp:
         values, _, frame = report_from_table(table, names, use_case, method, Path(tmp))
-        tags = {STAGE_TAG: "estimate", USE_CASE_TAG: use_case, "shapflow.of_study": study_id}
+        tags = {STAGE_TAG: "estimate", USE_CASE_TAG: use_case, "shapflow.of_study": study_id,
+                **({"shapflow.design_bias": bias} if bias else {})}
         run_id = tracker.start(f"estimate · {use_case} · {method}", tags, parent=parent)
         tracker.log(run_id, params={"method": method, "coalitions": int((table["stage"] == "coalition").sum()),
                                     "study": study_id, **contributor_params(names)},

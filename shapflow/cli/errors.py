@@ -3,7 +3,10 @@
 A user error becomes one line naming the thing and the fix, and exit status 2, never a traceback: bad config
 values, overrides and YAML (``ConfigError``), data files (``DataError``), model folders (``ModelFileError``),
 unknown experiments, missing assets, files that are not there, registry names that do not exist, and option
-values the parser rejects. Everything else is a bug and keeps its traceback.
+values the parser rejects, a damaged store or a full disk. Everything else is a bug and keeps its traceback.
+
+This module and ``cli.main`` import only Click and ``shapflow.config`` at the top, so a user error is answered
+in well under 2 s; MLflow is imported in ``registry_lookup``'s body, where a registry call is about to need it.
 """
 
 from __future__ import annotations
@@ -12,15 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
-from mlflow.exceptions import MlflowException
 
 from shapflow.config import InputError
-from shapflow.data.assets import MissingAssetsError
 
 __all__ = ["USER_ERRORS", "WHOLE", "BoundaryGroup", "UserError", "WholeNumber", "registry_lookup", "user_errors"]
 
-USER_ERRORS = (InputError, MissingAssetsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-               PermissionError)
+# MissingAssetsError is a FileNotFoundError (with no filename: its message is the check table)
+USER_ERRORS = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 class UserError(click.ClickException):
@@ -31,7 +32,7 @@ class UserError(click.ClickException):
 
 def message_of(err: BaseException) -> str:
     """The message of a user error; an OS error without one of ours names its file and the fix."""
-    if isinstance(err, OSError) and not isinstance(err, MissingAssetsError) and err.filename is not None:
+    if isinstance(err, OSError) and err.filename is not None:
         return f"{err.filename}: {err.strerror or err}: check the path (and its permissions)"
     return str(err)
 
@@ -43,12 +44,24 @@ def user_errors() -> Iterator[None]:
         yield
     except USER_ERRORS as err:
         raise UserError(message_of(err)) from None
+    except (click.ClickException, click.exceptions.Exit, click.Abort):  # Click's own answers and --help
+        raise
+    except Exception as err:  # a damaged store or a full disk, wherever it surfaced (tracking.faults)
+        from shapflow.tracking import default_tracking_uri  # deferred: only this error path needs MLflow loaded
+        from shapflow.tracking.faults import store_fault
+
+        fault = store_fault(default_tracking_uri(), err)
+        if fault is None:
+            raise
+        raise UserError(str(fault)) from None
 
 
 @contextmanager
 def registry_lookup(what: str) -> Iterator[None]:
     """A registry call on names the user gave: MLflow's "does not exist" / "invalid" becomes a ``UserError``
     naming ``what`` and how to list what exists."""
+    from mlflow.exceptions import MlflowException  # deferred: start-up speed of the CLI (module docstring)
+
     try:
         yield
     except MlflowException as err:

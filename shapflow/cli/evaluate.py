@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from shapflow.attribution import load_config
-from shapflow.cli.errors import WHOLE
+from shapflow.cli.errors import WHOLE, UserError
 from shapflow.config import ConfigError
 from shapflow.evaluation.evaluate import evaluate, parse_eval_request
 from shapflow.evaluation.fixture import fixture_path, write_fixture
-from shapflow.evaluation.runs import JobsExported
+from shapflow.evaluation.runs import JobsExported, RetrainingNotAsked
 from shapflow.evaluation.tables import to_markdown
 
 __all__ = ["evaluate_group", "evaluation_options", "run_evaluation"]
@@ -46,6 +46,9 @@ def evaluation_options(command):
         click.option("--fixture", default="auto", show_default=True,
                      help="Held-out ground truth to read instead of retraining: auto (the packaged fixture of the "
                           "use case and alpha), none, or a fixture file."),
+        click.option("--retrain", type=click.BOOL, default=False, show_default=True,
+                     help="Retrain from scratch what the store, fixture and --ingest lack (without it: say what and "
+                          "how long here, and stop)."),
         click.option("--experiment", default=None, help="MLflow experiment [default: the use case name]."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("shapflow-evaluation"),
                      show_default=True, help="Folder for the tables and plots (also logged as artifacts)."),
@@ -63,8 +66,9 @@ def evaluate_group() -> None:
 
     \b
     Examples:
-      shapflow evaluate lds --use-case digits --json lds.json
-      shapflow evaluate counterfactual --use-case digits
+      shapflow evaluate lds --use-case digits --json lds.json              # says what it would retrain
+      shapflow evaluate lds --use-case digits --retrain true --json lds.json
+      shapflow evaluate counterfactual --use-case digits --retrain true
       shapflow evaluate lds --use-case digits --export-jobs jobs.json   # retrain elsewhere, then --ingest
     """
 
@@ -82,6 +86,8 @@ def run_evaluation(counterfactual: bool, out: Path, json_path: str, **options) -
     except JobsExported as stopped:
         click.echo(str(stopped), err=True)
         return
+    except RetrainingNotAsked as stopped:  # nothing expensive starts unasked
+        raise UserError(str(stopped)) from None
     click.echo(to_markdown(result.frame))
     click.echo(f"\nevaluate run {result.run_id}; tables and plots in {out}")
 

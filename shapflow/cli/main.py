@@ -3,45 +3,62 @@
 Thin: every command parses options, calls the library, prints. Bad parameters exit 2 with a message before
 any run is created; every user error exits 2 with its message (``cli.errors``, the one boundary). Models:
 ``cli.models``; evaluation: ``cli.evaluate``; cluster and batch: ``cli.scaleout``.
+
+Start-up speed is a feature: a mistyped command or use case is answered in well under 2 s. So this module
+imports Click and ``shapflow.config`` only; each command imports the library (torch, MLflow: seconds) in its
+body, and the sub-groups are imported when they are named (``LazyGroup``). Deferred imports here are for that
+speed alone (the layering test still counts them), never to hide an import cycle.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from shapflow.attribution import reestimate, report_from_table, run_attribute
 from shapflow.cli.errors import BoundaryGroup
-from shapflow.cli.evaluate import evaluate_group
-from shapflow.cli.models import models_group
 from shapflow.cli.options import attribute_options, request_from
-from shapflow.cli.scaleout import coalitions_group, server_group
 from shapflow.config import ConfigError, load_use_case
-from shapflow.data.assets import check_use_case, format_table
-from shapflow.shapley import DEFAULT_METHOD, METHODS
-from shapflow.tracking import (
-    Tracker,
-    default_tracking_uri,
-    latest_experiment,
-    logged_names,
-    open_tracker,
-    studies,
-    utilities_table,
-    with_members,
-)
-from shapflow.tracking.store import runs_page
+from shapflow.config.request import DEFAULT_METHOD, METHOD_NAMES
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from shapflow.tracking import Tracker
+
+__all__ = ["LazyGroup", "main"]
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class LazyGroup(BoundaryGroup):
+    """A ``BoundaryGroup`` whose sub-groups ``lazy`` ({name: "module:attribute"}) are imported when named."""
+
+    def __init__(self, *args: object, lazy: dict[str, str] | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.lazy:
+            return super().get_command(ctx, name)
+        module, attribute = self.lazy[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+_SUBGROUPS = {"models": "shapflow.cli.models:models_group", "evaluate": "shapflow.cli.evaluate:evaluate_group",
+              "server": "shapflow.cli.scaleout:server_group", "coalitions": "shapflow.cli.scaleout:coalitions_group"}
 
 
 def _study(experiment: str | None, study: str | None) -> tuple[Tracker, str, object]:
     """(tracker, study id, attribute run) of ``--experiment`` (default: the newest attribute run's); an unknown
     experiment is an error (exit 2), never created."""
+    from shapflow.tracking import latest_experiment, open_tracker, studies
+
     name = experiment or latest_experiment()
     if name is None:
         raise click.UsageError("no attribute run in this store yet: run `shapflow run` first")
@@ -52,7 +69,7 @@ def _study(experiment: str | None, study: str | None) -> tuple[Tracker, str, obj
     return tracker, found[0][0], found[0][1]
 
 
-@click.group(cls=BoundaryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=_SUBGROUPS, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Shapley values of data contributors for a global property of a diffusion model.
 
@@ -73,7 +90,12 @@ def run_command(**options) -> None:
       shapflow run --use-case digits --budget 40 --workers 2 --overrides "sft.steps=50"
     A killed run resumes: the same command again evaluates only the coalitions not yet FINISHED.
     """
-    result = run_attribute(request_from(**options), progress=True)
+    request = request_from(**options)
+    from shapflow.attribution import run_attribute
+    from shapflow.tracking import default_tracking_uri
+    from shapflow.tracking.store import runs_page
+
+    result = run_attribute(request, progress=True)
     click.echo(result.values.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a"))
     click.echo(f"\nattribute run {result.run_id} (experiment {result.experiment_id}); "
                f"{result.evaluated_now} coalitions evaluated now")
@@ -94,6 +116,8 @@ def utilities_command(experiment: str | None, study: str | None, fmt: str) -> No
       shapflow utilities
       shapflow utilities --experiment digits --format csv > utilities.csv
     """
+    from shapflow.tracking import logged_names, utilities_table, with_members
+
     tracker, study_id, parent = _study(experiment, study)
     table = utilities_table(tracker, study_id)
     if len(table):
@@ -107,10 +131,16 @@ def utilities_command(experiment: str | None, study: str | None, fmt: str) -> No
 
 
 def _reestimate(experiment: str | None, method: str, study: str | None) -> None:
+    from shapflow.attribution import reestimate
+    from shapflow.shapley import default_sampler, design_bias
+
     tracker, study_id, parent = _study(experiment, study)
     try:
-        use_case = parent.data.params.get("study.use_case", "")
-        run_id, frame = reestimate(tracker, study_id, parent.info.run_id, use_case, method)
+        use_case, planned_by = parent.data.params.get("study.use_case", ""), parent.data.params.get("study.method")
+        bias = design_bias(method, default_sampler(planned_by)) if planned_by else None
+        if bias:
+            click.echo(f"warning: {bias}", err=True)
+        run_id, frame = reestimate(tracker, study_id, parent.info.run_id, use_case, method, planned_by)
     except ValueError as err:
         raise click.UsageError(f"{method} cannot use these utilities: {err}") from None
     click.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a"))
@@ -119,7 +149,7 @@ def _reestimate(experiment: str | None, method: str, study: str | None) -> None:
 
 _REESTIMATE_OPTIONS = (
     click.option("--experiment", default=None, help="Experiment name [default: that of the newest attribute run]."),
-    click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHODS))),
+    click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHOD_NAMES))),
     click.option("--study", default=None, help="Study id prefix [default: the newest attribute run's]."),
 )
 
@@ -157,7 +187,7 @@ def attribute_command(experiment: str | None, method: str, study: str | None) ->
 
 @main.command("report")
 @click.option("--experiment", default=None, help="Experiment name [default: that of the newest attribute run].")
-@click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHODS)))
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHOD_NAMES)))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("shapflow-report"),
               show_default=True)
 def report_command(experiment: str | None, method: str, out: Path) -> None:
@@ -166,6 +196,9 @@ def report_command(experiment: str | None, method: str, out: Path) -> None:
     \b
     Example:  shapflow report --experiment digits --out report/
     """
+    from shapflow.attribution import report_from_table
+    from shapflow.tracking import logged_names, utilities_table
+
     tracker, study_id, parent = _study(experiment, study=None)
     table = utilities_table(tracker, study_id)
     report_from_table(table, logged_names(tracker, parent, table), parent.data.params.get("study.use_case", ""),
@@ -197,6 +230,8 @@ def assets_check(use_case: str, config: str | None, overrides: str, tiny: bool) 
         cfg = load_use_case(config or use_case, overrides.split())
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
+    from shapflow.data.assets import check_use_case, format_table
+
     statuses = check_use_case(cfg, stand_ins=tiny)
     if not statuses:
         click.echo(f"{cfg.name}: no external assets needed")
@@ -205,11 +240,6 @@ def assets_check(use_case: str, config: str | None, overrides: str, tiny: bool) 
     if not all(s.found for s in statuses):
         sys.exit(1)
 
-
-main.add_command(models_group)
-main.add_command(evaluate_group)
-main.add_command(server_group)
-main.add_command(coalitions_group)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,22 +1,38 @@
 """Options shared by ``shapflow run``, the batch commands and the MLproject scripts (defaults match MLproject:
-tests/cli checks it), and the one call that turns them into a validated request."""
+tests/cli checks it), and the one call that turns them into a validated request.
+
+Light on purpose: the options are built from ``shapflow.config`` alone, and ``request_from`` checks the use case
+and its overrides before it imports the attribution package (torch, MLflow: seconds), so a mistyped use case is
+answered at once.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from shapflow.attribution import Request, parse_request
 from shapflow.cli.errors import WHOLE
-from shapflow.config import ConfigError
-from shapflow.data.assets import MissingAssetsError
-from shapflow.execution import EXECUTORS
-from shapflow.shapley import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS
+from shapflow.config import ConfigError, load_use_case
+from shapflow.config.request import DEFAULT_METHOD, DEFAULT_THRESHOLD, EXECUTORS, METHOD_NAMES, split_overrides
+
+if TYPE_CHECKING:
+    from shapflow.attribution import Request
 
 __all__ = ["WHOLE", "attribute_options", "request_from"]
 
 
 def request_from(**options) -> Request:
-    """``parse_request(**options)``; a bad parameter or a missing asset exits 2 with the message (no run exists)."""
+    """``parse_request(**options)``; a bad parameter or a missing asset exits 2 with the message (no run exists).
+    The use case and overrides are checked first, before the heavy imports."""
+    try:
+        load_use_case(options.get("config") or options.get("use_case", "digits"),
+                      split_overrides(options.get("overrides", "")))
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+    from shapflow.attribution import parse_request  # deferred: start-up speed (module docstring)
+    from shapflow.data.assets import MissingAssetsError
+
     try:
         return parse_request(**options)
     except (ConfigError, MissingAssetsError) as err:
@@ -30,7 +46,7 @@ def attribute_options(command):
         click.option("--config", default=None, help="Path to a use-case YAML (instead of --use-case)."),
         click.option("--overrides", default="", help='Field overrides, e.g. "sft.steps=50 sampling.num_images=128".'),
         click.option("--budget", type=WHOLE, default=None, help="Coalitions to evaluate [default: 10 n]."),
-        click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHODS)),
+        click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHOD_NAMES)),
                      help="Estimator (also picks the coalition sampler)."),
         click.option("--seed", type=WHOLE, default=0, show_default=True, help="Coalition sampler seed."),
         click.option("--workers", type=WHOLE, default=0, show_default=True,

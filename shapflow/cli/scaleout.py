@@ -1,6 +1,9 @@
 """Scale-out commands of the ``shapflow`` CLI: ``server start`` (MLflow on PostgreSQL) and the batch commands
 ``coalitions emit/prepare/run`` for clusters without Ray (the executor options themselves are request fields:
-``cli.options``)."""
+``cli.options``).
+
+The library is imported in the command bodies, after the options are checked (start-up speed: ``cli.main``).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,8 @@ from pathlib import Path
 
 import click
 
-from shapflow.attribution import run_attribute
 from shapflow.cli.options import WHOLE, attribute_options, request_from
-from shapflow.execution.batch import batch_commands, slurm_array
-from shapflow.execution.lifetime import stop_on_signals
-from shapflow.tracking import open_tracker
-from shapflow.tracking.server import describe_exposure, start_mlflow_server, start_postgres
+from shapflow.config.extras import require_extra
 
 __all__ = ["coalitions_group", "server_group"]
 
@@ -46,6 +45,11 @@ def server_start(postgres_dir: Path | None, backend_store_uri: str | None, artif
     """
     if (postgres_dir is None) == (backend_store_uri is None):
         raise click.UsageError("give exactly one of --postgres-dir and --backend-store-uri")
+    require_extra("psycopg2", "shapflow server start (MLflow on PostgreSQL)")  # before anything starts
+    from shapflow.execution.lifetime import stop_on_signals
+    from shapflow.tracking import open_tracker
+    from shapflow.tracking.server import describe_exposure, start_mlflow_server, start_postgres
+
     try:
         exposure = describe_exposure(host, port, allow_remote)
     except ValueError as err:
@@ -87,10 +91,14 @@ def coalitions_emit(fmt: str, **options) -> None:
     Run the printed ``prepare`` command once first (stages, endpoints, experiment: parallel first writes race).
     """
     request = request_from(**options)
+    from shapflow.attribution import plan
+    from shapflow.execution.batch import batch_commands, slurm_array
+
+    rows = len(plan(request))  # a sampler may plan fewer rows than the budget (permutation, loo)
     if fmt == "slurm":
-        click.echo(slurm_array(options, request.budget, request.cfg.name))
+        click.echo(slurm_array(options, rows, request.cfg.name))
         return
-    prepare, commands = batch_commands(options, request.budget)
+    prepare, commands = batch_commands(options, rows)
     click.echo("\n".join([f"# once first: {prepare}", *commands]))
 
 
@@ -98,7 +106,10 @@ def coalitions_emit(fmt: str, **options) -> None:
 @attribute_options
 def coalitions_prepare(**options) -> None:
     """Get-or-run the experiment, stages and endpoint runs, evaluating no coalition (before fanning out)."""
-    result = run_attribute(request_from(**options), progress=False, batch=slice(0, 0))
+    request = request_from(**options)
+    from shapflow.attribution import run_attribute
+
+    result = run_attribute(request, progress=False, batch=slice(0, 0))
     click.echo(f"prepared study {result.study_id[:12]} (run {result.run_id})")
 
 
@@ -107,5 +118,9 @@ def coalitions_prepare(**options) -> None:
 @attribute_options
 def coalitions_run(index: int, **options) -> None:
     """Evaluate coalition ``index`` unless it already has a FINISHED run (idempotent; safe to resubmit)."""
-    result = run_attribute(request_from(**options), progress=False, batch=slice(index, index + 1))
+    request = request_from(**options)
+    from shapflow.attribution import batch_of, run_attribute
+
+    batch = batch_of(request, index, index + 1)  # an index outside the plan exits 2 before any run is opened
+    result = run_attribute(request, progress=False, batch=batch)
     click.echo(f"coalition {index}: {result.evaluated_now} evaluated now (study {result.study_id[:12]})")

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from shapflow.data.base import DataError
 
-__all__ = ["read_csv", "read_rgb", "read_table"]
+__all__ = ["open_image", "read_csv", "read_rgb", "read_table"]
 
 DELIMITERS = (",", ";", "\t")
 
@@ -76,10 +79,26 @@ def read_table(path: str | Path, columns: tuple[str, ...], what: str) -> list[di
     return [row for _, row in numbered]
 
 
+@contextmanager
+def open_image(path: Path, where: str) -> Iterator[Image.Image]:
+    """``Image.open(path)``, refusing a decompression bomb from its header, before a pixel is decoded: more pixels
+    than Pillow's ``Image.MAX_IMAGE_PIXELS`` is a ``DataError`` (Pillow itself only warns up to twice that, and
+    decodes, e.g. 800 MB for a 10,000 x 10,000 PNG of a few kB)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise DataError(f"{where}: image {path} is too large to decode safely ({err}): give it at most "
+                            f"{Image.MAX_IMAGE_PIXELS:,} pixels (or delete the row)") from None
+    with image:
+        yield image
+
+
 def read_rgb(path: Path, image_size: int, where: str) -> np.ndarray:
     """One image as float32 (3, image_size, image_size) in [-1, 1] (bicubic resize); errors name ``where``."""
     try:
-        with Image.open(path) as im:
+        with open_image(path, where) as im:
             im = im.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
             array = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
     except (UnidentifiedImageError, OSError) as err:

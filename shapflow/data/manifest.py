@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from shapflow.data.base import ContributorDataset, DataError
-from shapflow.data.files import read_csv
+from shapflow.data.files import open_image, read_csv
 from shapflow.data.names import NAME_RULE, name_problem, same_looking
 
 __all__ = ["load_manifest"]
@@ -44,7 +44,7 @@ def _read_image(path: Path, channels: int, image_size: int, where: str) -> np.nd
         raise DataError(f"{where}: image file {path} does not exist: fix the path (relative paths are relative to "
                         "the manifest's folder) or delete the row")
     try:
-        with Image.open(path) as im:
+        with open_image(path, where) as im:
             im = im.convert("L" if channels == 1 else "RGB").resize((image_size, image_size), Image.BICUBIC)
             array = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
     except (UnidentifiedImageError, OSError) as err:

@@ -66,6 +66,7 @@ class EvalRequest:
     export: Path | None = None
     experiment: str = ""
     fixture: GroundTruth | None = None
+    retrain: bool = False  # retrain what the store, fixture and ingested results lack (else say what and stop)
 
 
 def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: float = 0.5, count: int = 48,
@@ -73,11 +74,13 @@ def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: 
                        budget: int | None = None,
                        device: str = "cpu", stack: int = 1, methods: str = "",
                        ingest: tuple[str, ...] = (), export: str = "",
-                       experiment: str | None = None, fixture: str = "auto") -> EvalRequest:
+                       experiment: str | None = None, fixture: str = "auto", retrain: bool = False) -> EvalRequest:
     """Check every parameter before anything runs; ConfigError names the bad one and the fix.
 
     ``fixture``: the held-out ground truth to read instead of retraining: ``auto`` (the packaged fixture of the
     use case and alpha, if there is one), ``none``, or a path. A fixture of another recipe is refused here.
+    ``retrain``: retrain from scratch what the store, the fixture and ``ingest`` lack; without it the evaluation
+    says what that would be and how long it would take here, and stops (``RetrainingNotAsked``).
     """
     cfg = load_config(use_case, overrides)
     if not family_of(cfg).stackable:
@@ -122,7 +125,7 @@ def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: 
     return EvalRequest(cfg, use_case, overrides, alpha, count, train_seeds, fraction, chosen_kinds, workers, budget,
                        device, stack,
                        chosen or known, tuple(Path(p) for p in ingest), Path(export) if export else None,
-                       experiment or cfg.name, truth)
+                       experiment or cfg.name, truth, bool(retrain))
 
 
 @dataclass
@@ -138,7 +141,7 @@ class Evaluation:
 def _ensure(tracker: Tracker, req: EvalRequest, study: Study, jobs, parent: str, progress: bool):
     return ensure_retrained(tracker, req.cfg, study.data, study.scorer, jobs, parent=parent, device=req.device,
                             stack=req.stack, workers=req.workers, results=req.ingest, export=req.export,
-                            fixture=req.fixture, progress=progress)
+                            fixture=req.fixture, progress=progress, retrain=req.retrain)
 
 
 def _truth(outcomes: dict[str, Retrained], jobs, masks: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
@@ -186,13 +189,17 @@ def _evaluate(tracker: Tracker, req: EvalRequest, parent: str, workdir: Path, co
                                 "seeds": ",".join(map(str, req.seeds)), "fraction": req.fraction,
                                 "device": req.device, "code_version": version,
                                 "fixture": str(req.fixture.path) if req.fixture else "none"})
+    masks, heldout = heldout_jobs(cfg, n, req.alpha, req.count, req.seeds, version)
+    with_retrain = bool(set(RETRAIN_METHODS) & set(req.methods))
+    early = heldout + (retrain_jobs(study, req.seeds, version) if with_retrain else [])
+    if req.fixture is not None:
+        print(f"shapflow: {req.fixture.coverage(heldout)}", file=sys.stderr)
+    if req.export is None:  # the retrainings known now are checked (or made) before the sFT studies run
+        _ensure(tracker, req, study, early, parent, progress)
     methods = study_methods(tracker, study, use_case=req.use_case, overrides=req.overrides, workers=req.workers,
                             sft_budget=req.budget, names=tuple(m for m in STUDY_METHODS if m in req.methods),
                             progress=progress)
     methods += baseline_methods(tracker, study, store.runs["full"], version, parent, wanted=req.methods)
-    masks, heldout = heldout_jobs(cfg, n, req.alpha, req.count, req.seeds, version)
-    with_retrain = bool(set(RETRAIN_METHODS) & set(req.methods))
-    early = heldout + (retrain_jobs(study, req.seeds, version) if with_retrain else [])
     if counterfactual:  # plan what is known now, so one exported job file holds as much as possible
         early += counterfactual_jobs(cfg, {m.name: m.values for m in methods}, req.fraction, req.seeds, version,
                                      req.kinds)

@@ -63,6 +63,20 @@ class GroundTruth:
                 for job in jobs if (job.mask, job.seed) in self.rows]
 
 
+    def coverage(self, jobs: list[RetrainJob]) -> str:
+        """One line: how many of ``jobs`` (the held-out ones) the fixture answers, and its rows that answer none
+        (another count, seed or design, or a hand-edited mask): reported, never dropped silently."""
+        wanted = {(job.mask, job.seed) for job in jobs}
+        used = wanted & set(self.rows)
+        unmatched = sorted(set(self.rows) - wanted)
+        line = f"fixture {self.path} answers {len(used)} of the {len(wanted)} held-out retrainings"
+        if unmatched:
+            mask, seed = unmatched[0]
+            line += (f"; {len(unmatched)} of its {len(self.rows)} rows match none of them and are not used (e.g. "
+                     f"mask {mask} seed {seed}: another --count or --seeds, or an edited row)")
+        return line
+
+
 def _regenerate(cfg: UseCaseConfig, alpha: float) -> str:
     return (f"regenerate it: `shapflow evaluate lds --use-case {cfg.name} --alpha {alpha} --export-jobs jobs.json`, "
             "`python -m shapflow.evaluation.worker jobs.json --out results.jsonl --workers 0` (or --device cuda "
@@ -70,16 +84,57 @@ def _regenerate(cfg: UseCaseConfig, alpha: float) -> str:
             "results.jsonl`; or run without it: --fixture none")
 
 
+def _schema_problem(payload: object) -> str | None:
+    """What makes ``payload`` not a ground-truth file of ``FORMAT`` (None when it is one): the keys and their
+    types, then each row's mask (0/1, one per contributor), seed (an integer), utility (a finite number) and
+    properties (names to numbers)."""
+    if not isinstance(payload, dict):
+        return "it is not a JSON object"
+    if payload.get("format") != FORMAT:
+        return f"not a shapflow ground-truth file (format {payload.get('format')!r})"
+    types = {"use_case": str, "contributors": list, "alpha": (int, float), "count": int, "seeds": list,
+             "recipe_hash": str, "stamp": str, "rows": list}
+    wrong = [key for key, kind in types.items() if not isinstance(payload.get(key), kind)]
+    if wrong:
+        return f"key(s) {', '.join(wrong)} missing or of the wrong type"
+    n = len(payload["contributors"])
+    for number, row in enumerate(payload["rows"], start=1):
+        problem = _row_problem(row, n)
+        if problem:
+            return f"row {number} ({json.dumps(row)[:80]}): {problem}"
+    return None
+
+
+def _row_problem(row: object, n: int) -> str | None:
+    if not isinstance(row, dict) or set(row) != {"mask", "seed", "utility", "properties"}:
+        return "a row has exactly the keys mask, seed, utility, properties"
+    mask, seed, utility, properties = row["mask"], row["seed"], row["utility"], row["properties"]
+    if not isinstance(mask, str) or len(mask) != n or set(mask) - {"0", "1"}:
+        return f"mask must be {n} characters 0/1 (one per contributor)"
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return "seed must be an integer"
+    numbers = [utility, *properties.values()] if isinstance(properties, dict) else None
+    if numbers is None or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                                  for v in numbers):
+        return "utility and every property must be finite numbers"
+    return None
+
+
 def load_fixture(cfg: UseCaseConfig, alpha: float, path: Path | None = None) -> GroundTruth | None:
     """The fixture of ``cfg``'s held-out coalitions at ``alpha`` (``path``, else the packaged one); None when
-    there is none. Raises ConfigError when it was computed under another recipe, or is not a fixture."""
+    there is none. Raises ConfigError when it was computed under another recipe, or does not follow the schema
+    (``_schema_problem``: a hand-edited file is checked, never half-read)."""
     path = Path(path) if path is not None else fixture_path(cfg.name, alpha)
     if not path.is_file():
         return None
-    payload = json.loads(path.read_text())
-    if payload.get("format") != FORMAT:
-        raise ConfigError(f"fixture={path} is invalid: not a shapflow ground-truth file (format "
-                          f"{payload.get('format')!r}); {_regenerate(cfg, alpha)}")
+    try:
+        payload = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        payload, problem = None, f"not valid JSON ({err})"
+    else:
+        problem = _schema_problem(payload)
+    if problem:
+        raise ConfigError(f"fixture={path} is invalid: {problem}; {_regenerate(cfg, alpha)}")
     if payload["recipe_hash"] != recipe_hash(cfg) or payload.get("stamp") != config_stamp(cfg):
         raise ConfigError(f"fixture={path} is stale: it was retrained under another training, sampling or property "
                           f"recipe than {cfg.name}'s current one (recipe hash {payload['recipe_hash'][:12]} != "

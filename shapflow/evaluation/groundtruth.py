@@ -16,7 +16,7 @@ import copy
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -31,7 +31,7 @@ from shapflow.properties import Property
 from shapflow.training import Member, sampling_state, train_many
 from shapflow.utility import family_of, load_scorer
 
-__all__ = ["ALPHAS", "RetrainJob", "RetrainOutcome", "job_key", "run_jobs"]
+__all__ = ["ALPHAS", "RetrainJob", "RetrainOutcome", "job_key", "run_jobs", "time_one"]
 
 ALPHAS = (0.25, 0.5, 0.75)
 
@@ -142,6 +142,17 @@ def _run_chunk(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, c
         outcomes.append(RetrainOutcome(job, scorer.utility(properties[scorer.name]), properties, timings,
                                        _device_name(device), images[:keep_images]))
     return outcomes
+
+
+def time_one(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, job: RetrainJob, device: str = "cpu",
+             steps: int = 10) -> float:
+    """Seconds one retraining of ``job`` takes here: ``steps`` training steps timed and scaled to
+    ``cfg.train.steps``, plus one sampling and scoring (what ``evaluate`` says before it asks to retrain)."""
+    short = replace(cfg, train=replace(cfg.train, steps=min(steps, cfg.train.steps)))
+    (outcome,) = _run_chunk(short, data, scorer, [job], torch.device(device), False, 0)
+    timings = outcome.timings
+    per_step = timings["train_seconds"] / short.train.steps
+    return per_step * cfg.train.steps + timings["sample_seconds"] + timings["score_seconds"]
 
 
 _WORKER: dict = {}

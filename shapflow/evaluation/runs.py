@@ -8,8 +8,10 @@ through ``ingest``, which logs a line only when its key is wanted and its config
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +23,13 @@ from shapflow.attribution.report import image_grid
 from shapflow.config import UseCaseConfig, stage_key
 from shapflow.data import ContributorDataset
 from shapflow.evaluation.fixture import GroundTruth
-from shapflow.evaluation.groundtruth import RetrainJob, RetrainOutcome, run_jobs
+from shapflow.evaluation.groundtruth import RetrainJob, RetrainOutcome, run_jobs, time_one
 from shapflow.evaluation.worker import config_stamp, read_results, write_jobs
 from shapflow.properties import Property
 from shapflow.tracking import KEY_TAG, STAGE_TAG, USE_CASE_TAG, RunStopped, Tracker, quoted
 
-__all__ = ["RETRAIN_STAGE", "JobsExported", "Retrained", "ensure_retrained", "finished_retrains", "ingest",
-           "log_outcome"]
+__all__ = ["RETRAIN_STAGE", "JobsExported", "Retrained", "RetrainingNotAsked", "ensure_retrained",
+           "finished_retrains", "ingest", "log_outcome"]
 
 RETRAIN_STAGE = "retrain"
 PURPOSE_TAG = "shapflow.purpose"
@@ -36,6 +38,11 @@ DEVICE_TAG = "shapflow.computed_on"
 
 class JobsExported(RunStopped):
     """The missing retrainings were written to a job file instead of run; the message says how to go on."""
+
+
+class RetrainingNotAsked(RunStopped):
+    """Retrainings are missing and were not asked for; the message says how many, what for, and how long they
+    would take here."""
 
 
 @dataclass(frozen=True)
@@ -110,12 +117,14 @@ def ingest(tracker: Tracker, cfg: UseCaseConfig, names: tuple[str, ...], jobs: l
 def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorDataset, scorer: Property,
                      jobs: list[RetrainJob], *, parent: str | None = None, device: str = "cpu", stack: int = 1,
                      workers: int = 1, results: tuple[Path, ...] = (), export: Path | None = None,
-                     fixture: GroundTruth | None = None, progress: bool = False) -> dict[str, Retrained]:
+                     fixture: GroundTruth | None = None, progress: bool = False,
+                     retrain: bool = True) -> dict[str, Retrained]:
     """{job key: outcome} for every job: reused runs, the ``fixture``'s rows, ingested ``results`` lines, then
     computed ones.
 
     With ``export``, the jobs still missing are written to that job file instead of computed, and
-    ``JobsExported`` says how to run and ingest them.
+    ``JobsExported`` says how to run and ingest them. Without ``retrain`` nothing is computed: missing jobs raise
+    ``RetrainingNotAsked`` saying how many, what for and how long they would take on this machine.
     """
     unique = list({job.key: job for job in jobs}.values())
     if fixture is not None:
@@ -131,7 +140,31 @@ def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorData
                          "--stack 64\nthen rerun this command with --ingest results.jsonl")
     if not missing:
         return found
+    if not retrain:
+        raise RetrainingNotAsked(_not_asked(cfg, data, scorer, missing, found, device, workers))
     for outcome in run_jobs(cfg, data, scorer, missing, device=device, stack=stack, workers=workers,
                             progress=progress):
         log_outcome(tracker, cfg, data.names, outcome, parent)
     return finished_retrains(tracker, cfg)
+
+
+def _not_asked(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, missing: list[RetrainJob],
+               found: dict[str, Retrained], device: str, workers: int) -> str:
+    """What retraining ``missing`` would take here: how many, for what, and the time (from this store's logged
+    retrainings of the same recipe, else a short timed one)."""
+    logged = [r.properties for r in found.values() if "train_seconds" in r.properties]
+    if logged:
+        each = float(np.median([p["train_seconds"] + p.get("sample_seconds", 0.0) + p.get("score_seconds", 0.0)
+                                for p in logged]))
+        how = f"the median of {len(logged)} logged retrainings"
+    else:
+        each = time_one(cfg, data, scorer, missing[0], device)
+        how = f"{min(10, cfg.train.steps)} of its {cfg.train.steps} training steps timed here, plus sampling"
+    parallel = max(1, workers if workers > 0 else (os.cpu_count() or 1)) if device == "cpu" else 1
+    purposes = Counter(job.purpose for job in missing)
+    total = each * len(missing) / parallel
+    return (f"{len(missing)} retraining(s) from scratch are not in the store or the fixture "
+            f"({', '.join(f'{count} {purpose}' for purpose, count in purposes.items())}): ~{each:.0f} s each on "
+            f"{device} here ({how}), ~{total / 3600:.1f} h in all on {parallel} worker(s). Start them with "
+            "--retrain, write them to a job file for another machine with --export-jobs jobs.json, or evaluate "
+            "fewer held-out coalitions (--count, --seeds) than the fixture holds")

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from shapflow.config import ConfigError
+from shapflow.config.extras import require_extra
+from shapflow.config.request import EXECUTORS
 from shapflow.execution.local import Lookup, Outcome, evaluate_here, evaluate_in_workers
 from shapflow.execution.ray import evaluate_ray
 from shapflow.utility import Study
 
 __all__ = ["EXECUTORS", "ExecutorSpec", "evaluate_many"]
-
-EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class ExecutorSpec:
             raise ConfigError(f"num_gpus={self.num_gpus} is invalid: give a fraction of a GPU per task, >= 0")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries={self.max_retries} is invalid: use 0 or more retries per task")
+        if self.kind == "ray":
+            require_extra("ray", "executor=ray")
 
 
 def evaluate_many(study: Study, masks: dict[int, np.ndarray], *, workers: int, folders: dict[str, str],

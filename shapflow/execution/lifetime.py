@@ -17,12 +17,15 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["Stopped", "die_with_parent", "group_alive", "guard_initializer", "stop_on_signals", "wait_group_gone"]
+__all__ = ["Stopped", "die_with_parent", "group_alive", "guard_initializer", "reap_descendants_on_death",
+           "stop_on_signals", "stop_with_parent", "wait_group_gone"]
 
 _PR_SET_PDEATHSIG = 1
 _PDEATH_SIGNAL = getattr(signal, "SIGUSR1", None)  # not SIGTERM/SIGKILL: the pool's terminate() uses SIGTERM
@@ -40,13 +43,14 @@ def _on_parent_death(_signum: int, _frame: object) -> None:
     _exit_if_orphaned(_GUARD["parent"])
 
 
-def _pdeathsig() -> bool:
-    """Ask Linux to send ``_PDEATH_SIGNAL`` when our parent dies (main thread only); False where unavailable."""
+def _pdeathsig(handler: Callable[[int, object], None] = _on_parent_death) -> bool:
+    """Ask Linux to send ``_PDEATH_SIGNAL`` (handled by ``handler``) when our parent dies (main thread only);
+    False where unavailable."""
     if _PDEATH_SIGNAL is None or threading.current_thread() is not threading.main_thread():
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        signal.signal(_PDEATH_SIGNAL, _on_parent_death)
+        signal.signal(_PDEATH_SIGNAL, handler)
         return libc.prctl(_PR_SET_PDEATHSIG, int(_PDEATH_SIGNAL), 0, 0, 0) == 0
     except (OSError, AttributeError):  # not Linux / no prctl: the polling thread alone
         return False
@@ -67,6 +71,78 @@ def die_with_parent(parent_pid: int, poll: float = 0.5) -> None:
     _pdeathsig()
     _exit_if_orphaned(parent_pid)
     threading.Thread(target=_watch, args=(parent_pid, poll), name="shapflow-parent-watch", daemon=True).start()
+
+
+def stop_with_parent(parent: int | None = None, poll: float = 0.5) -> int:
+    """Raise ``Stopped`` in this process's main thread once its parent dies, so its ``finally`` blocks run (an
+    entry point ends its runs KILLED) instead of computing on under PID 1: ``mlflow run`` killed by SIGTERM
+    forwards nothing to its entry point. ``parent``: the parent's PID read at start (default: now), so a parent
+    that died in between is caught at once. Call from the main thread; returns the parent's PID."""
+    parent = parent or os.getppid()
+    if _PDEATH_SIGNAL is None:  # no SIGUSR1 (Windows): nothing to deliver the stop with
+        return parent
+
+    def stop_if_orphaned(_signum: int, _frame: object) -> None:
+        if os.getppid() != parent:
+            signal.signal(_PDEATH_SIGNAL, signal.SIG_IGN)  # once: the cleanup must not be interrupted again
+            raise Stopped(f"parent process {parent} died")
+
+    def watch() -> None:  # where PDEATHSIG is missing, or fired before the handler was set
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os.kill(os.getpid(), _PDEATH_SIGNAL)
+
+    _pdeathsig(stop_if_orphaned)
+    threading.Thread(target=watch, name="shapflow-parent-watch", daemon=True).start()
+    return parent
+
+
+# The reaper: a detached plain-Python process (no shapflow import: it must start in milliseconds) that keeps
+# the list of a process's descendants, (pid, start time) from /proc, and SIGKILLs those still alive once that
+# process is gone. Ray's local cluster outlives a SIGKILL-ed driver otherwise: its GCS and raylet share the
+# driver's fate, but the raylet's agents (dashboard, runtime env) and idle workers are reparented and live on.
+_REAPER = """
+import os, signal, sys, time
+watched, poll = int(sys.argv[1]), float(sys.argv[2])
+def table():
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            found[int(entry)] = (int(fields[1]), fields[19])
+    return found
+known = {}
+while True:
+    now = table()
+    if watched not in now:
+        break
+    level = {watched}
+    while level:
+        level = {pid for pid, (ppid, _) in now.items() if ppid in level and pid != os.getpid()}
+        known.update({pid: now[pid][1] for pid in level})
+    time.sleep(poll)
+now = table()
+for pid, started in known.items():
+    if pid in now and now[pid][1] == started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+def reap_descendants_on_death(poll: float = 0.5) -> subprocess.Popen | None:
+    """Start the reaper of this process's descendants (``_REAPER``): after this process dies, even by SIGKILL,
+    every process it started (directly or not) that is still alive is killed. None where there is no /proc."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    return subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), str(poll)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 def _guarded(parent_pid: int, initializer: Callable | None, initargs: tuple) -> None:

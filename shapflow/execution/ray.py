@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from shapflow.config import UseCaseConfig, from_dict, to_dict
+from shapflow.execution.lifetime import reap_descendants_on_death
 from shapflow.execution.local import Lookup, Outcome, evaluate_one, skipped
 from shapflow.utility import Study, folder_store, load_study
 
@@ -65,6 +66,7 @@ def evaluate_ray(cfg: UseCaseConfig, masks: dict[int, np.ndarray], *, folders: d
     import ray  # an optional dependency (pip install -e ".[scaleout]")
 
     if not ray.is_initialized():
+        reap_descendants_on_death()  # a local cluster this starts must not outlive a SIGKILL-ed driver
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ref = ray.put(stage_payload(cfg, folders))
     task = ray.remote(_task).options(num_cpus=1, num_gpus=num_gpus, max_retries=max_retries)

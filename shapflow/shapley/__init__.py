@@ -1,7 +1,7 @@
 """Shapley values of data contributors from coalition utilities: samplers, estimators, test games (pure numpy)."""
 
 from .adjusted import estimate_indices
-from .api import DEFAULT_METHOD, METHODS, approximate, default_sampler, estimate, min_budget
+from .api import DEFAULT_METHOD, METHODS, approximate, default_sampler, design_bias, estimate, min_budget
 from .games import GAMES, make_game
 from .results import DEFAULT_THRESHOLD, ShapleyResult, convergence
 from .samplers import SAMPLERS, Coalitions, mask_key
@@ -17,6 +17,7 @@ __all__ = [
     "approximate",
     "convergence",
     "default_sampler",
+    "design_bias",
     "estimate",
     "estimate_indices",
     "make_game",

@@ -28,6 +28,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from shapflow.config.request import DEFAULT_METHOD
+
 from .adjusted import estimate_surrogate_banzhaf, estimate_surrogate_shapley
 from .exact import estimate_exact_banzhaf, estimate_exact_shapley
 from .leverage import estimate_leverage
@@ -36,10 +38,8 @@ from .regression import estimate_datamodels, estimate_kernelshap_paired, estimat
 from .results import ShapleyResult, check_inputs
 from .samplers import SAMPLERS
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "approximate", "default_sampler", "estimate", "min_budget"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "approximate", "default_sampler", "design_bias", "estimate", "min_budget"]
 
-# best on the market-shaped games and never much worse on the classic ones: docs/results/estimators-2026-12-03.md
-DEFAULT_METHOD = "surrogate-shapley"
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,20 @@ def _method(method: str) -> Method:
 def default_sampler(method: str) -> str:
     """The SAMPLERS key of the design `method` is built for."""
     return _method(method).sampler
+
+
+def design_bias(method: str, sampler: str) -> str | None:
+    """Why ``method``'s values are biased on coalitions drawn by ``sampler`` (a SAMPLERS key), or None.
+
+    The surrogate methods fit a model of v to any coalitions; every other estimator reweighs its own design's
+    draws (banzhaf-msr averages uniform ones, permutation walks chains), so on another design it estimates
+    something else without an error bar to show it.
+    """
+    own = _method(method).sampler
+    if method.startswith("surrogate-") or sampler == own:
+        return None
+    return (f"{method} assumes coalitions drawn by the {own} sampler but these were drawn by {sampler}: its values "
+            f"are biased; use surrogate-shapley or surrogate-banzhaf (any design), or a study planned for {method}")
 
 
 def min_budget(method: str, n_players: int) -> int:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shapflow.config.request import DEFAULT_THRESHOLD
+
 __all__ = [
     "DEFAULT_THRESHOLD",
     "Pooled",
@@ -16,7 +18,6 @@ __all__ = [
     "pool_duplicates",
 ]
 
-DEFAULT_THRESHOLD = 0.05  # converged when max std <= 5% of the range of the values
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ request is answered with one line (``MlflowException``, HTTP 400; 429 past the t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -35,7 +36,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities import LoggedModelOutput
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, REQUEST_LIMIT_EXCEEDED
@@ -187,11 +188,16 @@ def log_stage_model(tracker: Tracker, run_id: str, name: str) -> str:
         return found
     model = tracker.call("create_logged_model", tracker.experiment_id, name=name, source_run_id=run_id,
                          tags={MODEL_TAG: name}, model_type="shapflow-stage")
-    with global_tracking_uri(tracker.uri), warnings.catch_warnings():  # log_model reads the global URI
-        # an input example would make log_model load the model and sample (minutes for Stable Diffusion on a CPU)
-        warnings.filterwarnings("ignore", message=".*input example was not provided")
-        mlflow.pyfunc.log_model(name=name, python_model=str(CODE_FILE), model_id=model.model_id,
-                                artifacts={STAGE_ARTIFACT: f"runs:/{run_id}/model"}, signature=SIGNATURE,
-                                pip_requirements=_requirements())
+    try:
+        with global_tracking_uri(tracker.uri), warnings.catch_warnings():  # log_model reads the global URI
+            # an input example would make log_model load the model and sample (minutes for SD on a CPU)
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            mlflow.pyfunc.log_model(name=name, python_model=str(CODE_FILE), model_id=model.model_id,
+                                    artifacts={STAGE_ARTIFACT: f"runs:/{run_id}/model"}, signature=SIGNATURE,
+                                    pip_requirements=_requirements())
+    except BaseException:  # a full disk, a signal: the model is FAILED, never left PENDING for a later reader
+        with contextlib.suppress(Exception):
+            tracker.call("finalize_logged_model", model.model_id, LoggedModelStatus.FAILED)
+        raise
     tracker.call("log_outputs", run_id, [LoggedModelOutput(model.model_id, step=0)])
     return model.model_id

@@ -26,7 +26,7 @@ from mlflow.models import Model
 
 from shapflow.config import REGISTRY_NAME, REGISTRY_NAME_RULE, ConfigError, UseCaseConfig
 from shapflow.tracking.pyfunc import STAGE_ARTIFACT, log_stage_model
-from shapflow.tracking.store import Tracker, global_tracking_uri, open_tracker, quoted
+from shapflow.tracking.store import Tracker, global_tracking_uri, open_tracker, quoted, store_lock
 from shapflow.utility import Context, Family, Models
 from shapflow.utility.deploy import LoadedStage, load_stage_folder
 
@@ -58,10 +58,28 @@ def _model_version(tracker: Tracker, name: str, run_id: str, model_id: str) -> s
                                 model_id=model_id).version)
 
 
+def _one_version(tracker: Tracker, name: str, run_id: str, version: str, model_id: str) -> str:
+    """The version of ``name`` that stands for ``run_id``: the lowest of its model-backed versions. Drivers that
+    registered the same run at once (a PostgreSQL store or a tracking server: no lock spans them) each delete
+    their own higher version and its LoggedModel, so all of them return the same version and one is left."""
+    found = [v for v in tracker.call("search_model_versions", f"name = '{name}' AND run_id = '{run_id}'")
+             if _model_id(v) is not None]
+    winner = min(found, key=lambda v: int(v.version), default=None)
+    if winner is None or str(winner.version) == version:
+        return version
+    tracker.call("delete_model_version", name, version)
+    if _model_id(winner) != model_id:
+        tracker.call("delete_logged_model", model_id)
+    return str(winner.version)
+
+
 def register_stage(tracker: Tracker, name: str, run_id: str, alias: str | None = None) -> str:
     """Log a stage run's ``model`` folder as an MLflow model and register it as a version of ``name`` (each
-    once: a rerun logs and registers nothing new), then set ``alias``; returns the version."""
-    version = _model_version(tracker, name, run_id, log_stage_model(tracker, run_id, name))
+    once: a rerun logs and registers nothing new, and concurrent drivers end with one version), then set
+    ``alias``; returns the version. On a SQLite store the check-then-register runs under the store's lock."""
+    with store_lock(tracker.uri):
+        model_id = log_stage_model(tracker, run_id, name)
+        version = _one_version(tracker, name, run_id, _model_version(tracker, name, run_id, model_id), model_id)
     if alias:
         tracker.call("set_registered_model_alias", name, alias, version)
     return version

@@ -15,10 +15,18 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from shapflow.tracking.store import STAGE_TAG, STUDY_TAG, Tracker, client_for, default_tracking_uri, quoted
+from shapflow.tracking.store import (
+    RETIRED_TAG,
+    STAGE_TAG,
+    STUDY_TAG,
+    Tracker,
+    client_for,
+    default_tracking_uri,
+    quoted,
+)
 
 __all__ = ["LINK_TAG", "FinishedLookup", "RunStopped", "discard_when_ended", "latest_experiment", "parent_run",
-           "studies", "utilities_table", "with_members"]
+           "retire_run", "studies", "utilities_table", "with_members"]
 
 LINK_TAG = "shapflow.linked_run"  # an ``mlflow run`` run of another experiment <-> the run shapflow logged into
 
@@ -43,8 +51,11 @@ def parent_run(tracker: Tracker, name: str, tags: dict[str, str]) -> Iterator[st
         tracker.adopt(adopted, {**tags, "mlflow.runName": name})
         try:
             yield adopted
-        finally:
+        except (KeyboardInterrupt, RunStopped) as stop:  # its nested runs end here; `mlflow run` ends it
             tracker.release(adopted)
+            tracker.retire_own(f"stopped: {type(stop).__name__} {stop}".strip())
+            raise
+        tracker.release(adopted)
         return
     run_id = tracker.start(name, {**tags, **({LINK_TAG: adopted} if adopted else {})})
     if adopted:
@@ -55,7 +66,8 @@ def parent_run(tracker: Tracker, name: str, tags: dict[str, str]) -> Iterator[st
               file=sys.stderr)
     try:
         yield run_id
-    except (KeyboardInterrupt, SystemExit, RunStopped):
+    except (KeyboardInterrupt, SystemExit, RunStopped) as stop:
+        tracker.retire_own(f"stopped: {type(stop).__name__} {stop}".strip())  # nested runs in flight
         tracker.end(run_id, "KILLED")
         raise
     except BaseException:
@@ -146,6 +158,15 @@ while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < dea
     time.sleep(0.2)
 client.delete_run(run_id)
 """
+
+
+def retire_run(run_id: str, reason: str, uri: str | None = None) -> None:
+    """End run ``run_id`` KILLED with ``reason`` (its ``shapflow.retired`` tag) unless it has ended already: the
+    run ``mlflow run`` made, when ``mlflow run`` itself was killed and so will never end it."""
+    client = client_for(uri or default_tracking_uri())
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_tag(run_id, RETIRED_TAG, reason)
+        client.set_terminated(run_id, "KILLED")
 
 
 def discard_when_ended(run_id: str, uri: str | None = None, timeout: float = 120.0) -> None:

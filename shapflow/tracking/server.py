@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import glob
 import hashlib
 import hmac
@@ -35,13 +36,16 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from shapflow.config import InputError
+from shapflow.config.extras import require_extra
 from shapflow.execution.lifetime import wait_group_gone
 
-__all__ = ["MlflowServer", "Postgres", "describe_exposure", "free_port", "postgres_bin", "start_mlflow_server",
-           "start_postgres"]
+__all__ = ["FolderInUse", "MlflowServer", "Postgres", "describe_exposure", "free_port", "hold_folder", "postgres_bin",
+           "start_mlflow_server", "start_postgres"]
 
 ROLE = "mlflow"  # the login role and its database
 PASSFILE = "mlflow.pgpass"
+LOCKFILE = "server.lock"  # flock-ed by the process serving the cluster, holding its PID
 _PASSWORD = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
@@ -68,13 +72,47 @@ def _owner() -> str:
     return "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
 
 
+class FolderInUse(InputError):
+    """A ``--postgres-dir`` another live process serves; the message names its PID and what to do."""
+
+
+def hold_folder(root: Path) -> int:
+    """Lock ``root/server.lock`` (flock, released when this process ends, however it ends) and write our PID in
+    it; returns the descriptor. A live holder is a ``FolderInUse`` naming its PID."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise FolderInUse(f"{root} is in use: `shapflow server start` PID {holder} serves it; stop that one "
+                          f"(Ctrl-C there, or kill {holder}) or give another --postgres-dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _postmaster_in_use(root: Path) -> FolderInUse | None:
+    """The error to give when a PostgreSQL of an earlier, killed server still runs ``root``'s cluster."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pid = int((root / "data" / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, 0)
+        return FolderInUse(f"{root}: PostgreSQL PID {pid} still runs its cluster (left by a killed `shapflow "
+                           f"server start`?): stop it with `pg_ctl -D {root / 'data'} stop` (as user postgres if "
+                           f"root) or kill {pid}, then start again")
+    return None
+
+
 @dataclass
 class Postgres:
-    """A private PostgreSQL cluster in ``root``: its SQLAlchemy URI for database ``mlflow``."""
+    """A private PostgreSQL cluster in ``root``: its SQLAlchemy URI for database ``mlflow``; ``lock`` is the
+    descriptor of the folder's lock this process holds (``hold_folder``), released by ``stop``."""
 
     root: Path
     port: int
     bin: Path
+    lock: int | None = None
 
     @property
     def passfile(self) -> Path:
@@ -93,8 +131,13 @@ class Postgres:
 
     def stop(self) -> None:
         """``pg_ctl stop -m fast`` (by the cluster's postmaster PID), bounded."""
-        subprocess.run(_as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast",
-                                     "-w", "-t", "30", "stop"]), capture_output=True, timeout=60, check=False)
+        try:
+            subprocess.run(_as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast",
+                                         "-w", "-t", "30", "stop"]), capture_output=True, timeout=60, check=False)
+        finally:
+            if self.lock is not None:
+                os.close(self.lock)  # releases the flock
+                self.lock = None
 
 
 def _check_traversable(root: Path) -> None:
@@ -204,9 +247,17 @@ def start_postgres(root: str | Path, port: int | None = None, timeout: float = 6
     if pg is None:
         raise FileNotFoundError("PostgreSQL binaries not found: apt-get install -y postgresql (or set PG_BIN)")
     root = Path(root).absolute()
-    password = _prepare(root, pg, timeout)
+    lock = hold_folder(root)  # a second server on this folder is told who holds it, before touching it
+    try:
+        in_use = _postmaster_in_use(root)
+        if in_use is not None:
+            raise in_use
+        password = _prepare(root, pg, timeout)
+    except BaseException:
+        os.close(lock)
+        raise
     port = port or free_port()
-    server = Postgres(root, port, pg)
+    server = Postgres(root, port, pg, lock)
     options = (f"-p {port} -k {root / 'sock'} -c listen_addresses=127.0.0.1 -c unix_socket_permissions=0700 "
                f"-c password_encryption=scram-sha-256")
     try:
@@ -268,6 +319,8 @@ def start_mlflow_server(backend_uri: str, artifacts: str | Path, *, host: str = 
     """Start ``mlflow server`` (one worker, proxied artifacts under ``artifacts``) and wait until it answers.
 
     Stopped again if it does not answer in ``timeout`` or if waiting is interrupted (a signal, Ctrl-C)."""
+    if backend_uri.startswith("postgresql"):
+        require_extra("psycopg2", "an MLflow server on PostgreSQL")
     port = port or free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", host, "--port", str(port),
                "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)]

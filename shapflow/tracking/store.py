@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -33,11 +34,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from shapflow.config import InputError
-from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, Heartbeat, owner_alive, owner_tags
+from shapflow.tracking.faults import store_fault
+from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, Heartbeat, owner_alive, owner_id, owner_tags
 
 __all__ = ["KEY_TAG", "KIND_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "TRAINING_KIND", "USE_CASE_TAG",
            "Finisher", "NoSuchExperiment", "Tracker", "client_for", "code_version", "default_tracking_uri",
-           "global_tracking_uri", "open_tracker", "quoted", "runs_page"]
+           "global_tracking_uri", "open_tracker", "quoted", "runs_page", "store_lock"]
 
 STAGE_TAG = "shapflow.stage"
 KEY_TAG = "shapflow.key"
@@ -141,6 +143,9 @@ class Tracker:
             try:
                 return getattr(self.client, method)(*args, **kwargs)
             except Exception as err:  # sqlalchemy's OperationalError arrives wrapped or bare
+                fault = store_fault(self.uri, err)
+                if fault is not None:  # a damaged file or a full disk: one line for the user, not a traceback
+                    raise fault from err
                 if "database is locked" not in str(err) or attempt == RETRIES - 1:
                     raise
                 time.sleep(min(0.05 * 2**attempt, 2.0))
@@ -323,6 +328,15 @@ class Tracker:
                   f"owner {run.data.tags.get(OWNER_TAG, '?')} gone; retired by {owner_tags()[OWNER_TAG]}")
         self.end(run.info.run_id, "KILLED")
 
+    def retire_own(self, reason: str) -> int:
+        """End this process's RUNNING runs of the experiment KILLED, ``reason`` in their retired tag (an entry point
+        stopped by a signal or its parent's death: a coalition in flight is not left RUNNING). Returns how many."""
+        mine = self.search(f"attributes.status = 'RUNNING' AND tags.`{OWNER_TAG}` = '{owner_id()}'")
+        for run in mine:
+            self.call("set_tag", run.info.run_id, RETIRED_TAG, reason)
+            self.end(run.info.run_id, "KILLED")
+        return len(mine)
+
     def retire_leftovers(self) -> int:
         """Retire the experiment's RUNNING runs whose owner process is gone (a killed job's attribute, stage and
         coalition runs); runs of live owners, this process's included, are left alone. Returns how many."""
@@ -370,7 +384,7 @@ _READY: set[str] = set()  # store URIs this process has initialised
 
 
 @contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
+def store_lock(uri: str) -> Iterator[None]:
     """An exclusive lock on ``<db>.lock`` beside a SQLite store (nothing for other stores or without fcntl)."""
     if not uri.startswith("sqlite:///"):
         yield
@@ -390,13 +404,19 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 def client_for(uri: str) -> MlflowClient:
     """An MlflowClient on ``uri`` (tracking and registry), the store created and migrated once per process under
-    ``_store_lock``: MLflow's own first-use migration of a new SQLite file is not safe to run twice at once."""
+    ``store_lock``: MLflow's own first-use migration of a new SQLite file is not safe to run twice at once."""
     if uri in _READY:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
-    with _store_lock(uri):  # the client itself may already open (and so migrate) the store
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        client.search_experiments(max_results=1)
-        client.search_registered_models(max_results=1)
+    with store_lock(uri):  # the client itself may already open (and so migrate) the store
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        except Exception as err:
+            fault = store_fault(uri, err)
+            if fault is None:
+                raise
+            raise fault from err
     _READY.add(uri)
     return client
 
@@ -413,7 +433,7 @@ def runs_page(uri: str, experiment_id: str) -> str:
     page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{page}"
-    return f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{page}"
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}, then http://127.0.0.1:5000/{page}"  # paths with spaces
 
 
 def open_tracker(experiment: str | None = None, uri: str | None = None, *, create: bool = True) -> Tracker:

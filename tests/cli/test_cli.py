@@ -37,6 +37,21 @@ def test_values_recomputed_from_logged_utilities_with_two_estimators(cli):
     assert runner.invoke(main, ["utilities", "--format", "csv"]).output.startswith("coalition_id,mask")
 
 
+def test_reestimating_with_an_estimator_of_another_design_warns_that_it_is_biased(cli):
+    """banzhaf-msr averages uniformly drawn coalitions; on the tiny study's leverage design its values are biased,
+    so the command says so (and the estimate run keeps it in a tag); a surrogate method fits any design."""
+    runner, _, request = cli
+    assert request.method == "surrogate-shapley"  # the study's coalitions come from the leverage sampler
+    out = runner.invoke(main, ["reestimate", "--experiment", request.experiment, "--method", "banzhaf-msr"])
+    assert out.exit_code == 0, out.output
+    assert "warning: banzhaf-msr assumes coalitions drawn by the uniform sampler but these were drawn by leverage" \
+        in out.stderr
+    run = open_tracker(request.experiment).call("get_run", out.stdout.split("logged as run ")[1].split()[0])
+    assert "biased" in run.data.tags["shapflow.design_bias"]
+    quiet = runner.invoke(main, ["reestimate", "--experiment", request.experiment, "--method", "surrogate-banzhaf"])
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr, quiet.output
+
+
 def test_report_writes_table_and_plots(cli, tmp_path):
     runner, _, _ = cli
     out = runner.invoke(main, ["report", "--method", "kernelshap-paired", "--out", str(tmp_path / "r")])

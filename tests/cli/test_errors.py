@@ -101,6 +101,19 @@ def test_mlproject_float_parameters_take_integral_values(store):
     assert "--budget=20 " in out.output and "--seed=3 " in out.output
 
 
+@pytest.mark.parametrize("index", ["-1", "20", "99"])
+def test_coalition_index_outside_the_plan_exits_2_and_leaves_no_run(tmp_path, monkeypatch, index):
+    """``coalitions run --index`` takes a row of the plan (0..19 here): anything else is refused before a run is
+    opened (Python's negative indices and empty slices once made an empty FINISHED attribute run)."""
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    out = CliRunner().invoke(main, ["coalitions", "run", "--index", index, "--use-case", "digits-classes",
+                                    "--budget", "20"])
+    assert out.exit_code == 2, (out.output, out.exception)
+    assert f"index={index} is invalid: the plan of surrogate-shapley with budget 20 has rows 0..19" in out.output
+    assert not (tmp_path / "mlruns.db").exists()  # no store opened, so no run in it
+
+
 def _mlflow_run_run(uri: str) -> str:
     """A run as ``mlflow run`` creates one before starting the entry point's script."""
     client = MlflowClient(uri)
@@ -122,6 +135,8 @@ def _deleted_after_mlflow_run_ends_it(uri: str, run_id: str) -> bool:
 SCRIPT_PROBES = {
     "parser": (["attribute.py", "--budget", "abc"], "'abc' is not a whole number"),
     "validation": (["attribute.py", "--use-case", "nope", "--budget", "20.0"], "unknown use case 'nope'"),
+    "plan index": (["coalitions.py", "--use-case", "digits-classes", "--budget", "20.0", "--start", "20"],
+                   "index=20 is invalid: the plan of"),
     "data": (["stage.py", "--stage", "train", "--overrides", "data.source=manifest data.path=/nonexistent/m.csv"],
              "m.csv does not exist"),
 }

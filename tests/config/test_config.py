@@ -82,3 +82,14 @@ def test_stage_keys_change_only_downstream():
 def test_ema_sampling_without_ema_is_rejected():
     with pytest.raises(ConfigError, match=r"ema.decay > 0"):
         from_dict(TrainConfig, {"ema": {"sample_with_ema": True}})
+
+
+def test_request_vocabulary_names_every_estimator_and_executor():
+    """The command line offers ``shapflow.config.request``'s names without importing the library: they must be
+    exactly the estimators and executors the library has."""
+    from shapflow.config.request import EXECUTORS, METHOD_NAMES
+    from shapflow.execution import dispatch
+    from shapflow.shapley import METHODS
+
+    assert sorted(METHOD_NAMES) == sorted(METHODS)
+    assert dispatch.EXECUTORS == EXECUTORS

@@ -87,3 +87,59 @@ def test_the_fixture_answers_heldout_jobs_without_retraining(cfg, tmp_path, monk
     outcomes = ensure_retrained(tracker, cfg, data, None, jobs, fixture=truth)
     assert {job.key for job in jobs} <= set(outcomes) == set(finished_retrains(tracker, cfg))
     assert sorted(outcomes[job.key].utility for job in jobs) == sorted(np.ravel(truth.truth(masks, SEEDS)))
+
+
+EDITS = {
+    "truncated": (lambda text: text[: len(text) // 2], "not valid JSON"),
+    "short mask": (lambda text: text.replace('"mask": "', '"mask": "0', 1), "row 1 .*mask must be 10 characters"),
+    "text utility": (lambda text: _edit_row(text, utility="abc"), "row 1 .*finite numbers"),
+    "nan utility": (lambda text: _edit_row(text, utility=float("nan")), "row 1 .*finite numbers"),
+    "text seed": (lambda text: _edit_row(text, seed="1"), "row 1 .*seed must be an integer"),
+    "extra key": (lambda text: _edit_row(text, note="checked by hand"), "row 1 .*exactly the keys"),
+    "no rows": (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "rows"}),
+                "key\\(s\\) rows missing"),
+    "a list": (lambda text: json.dumps([json.loads(text)]), "it is not a JSON object"),
+}
+
+
+def _edit_row(text: str, **fields) -> str:
+    payload = json.loads(text)
+    payload["rows"][0].update(fields)
+    return json.dumps(payload)
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_a_hand_edited_fixture_is_checked_against_the_schema(cfg, tmp_path, edit):
+    """Every row is checked when the fixture is read: one ConfigError naming the file, the row and the rule (with
+    how to regenerate), never a KeyError or ValueError from deep inside an evaluation."""
+    _results(cfg, tmp_path / "results.jsonl")
+    write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", tmp_path / "fx.json")
+    change, message = EDITS[edit]
+    (tmp_path / "fx.json").write_text(change((tmp_path / "fx.json").read_text()))
+    with pytest.raises(ConfigError, match=f"fixture={tmp_path / 'fx.json'} is invalid: {message}.*regenerate"):
+        load_fixture(cfg, ALPHA, tmp_path / "fx.json")
+
+
+def test_a_partial_fixture_says_what_it_covers_and_reports_rows_it_cannot_use(cfg, tmp_path):
+    """The shipped fixture holds fewer coalitions and seeds than the defaults ask for: it answers what it holds,
+    and its rows that answer no held-out job (another count or seed, a hand-edited mask) are named, not dropped
+    in silence."""
+    _results(cfg, tmp_path / "results.jsonl")
+    path = tmp_path / "fx.json"
+    write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", path)
+    n = load_data(cfg.data).n_contributors
+    wider = [RetrainJob("k", bits(m), 0, "heldout-0.50") for m in heldout_masks(n, ALPHA, COUNT + 2)]
+    line = load_fixture(cfg, ALPHA, path).coverage(wider)
+    assert line.startswith(f"fixture {path} answers {COUNT} of the {COUNT + 2} held-out retrainings; "
+                           f"{COUNT} of its {COUNT * len(SEEDS)} rows match none of them")  # the seed-1 rows
+    payload = json.loads(path.read_text())
+    payload["rows"][0]["mask"] = "1" * n  # a valid row, but of no held-out coalition
+    path.write_text(json.dumps(payload))
+    line = load_fixture(cfg, ALPHA, path).coverage(wider)
+    assert f"answers {COUNT - 1} of the {COUNT + 2}" in line and f"; {COUNT + 1} of its" in line
+
+
+def test_the_evaluation_request_retrains_only_when_asked():
+    assert parse_eval_request("digits-classes", " ".join(FAST_SETTINGS), count=COUNT, fixture="none").retrain is False
+    assert parse_eval_request("digits-classes", " ".join(FAST_SETTINGS), count=COUNT, fixture="none",
+                              retrain=True).retrain is True

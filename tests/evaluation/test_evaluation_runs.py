@@ -15,7 +15,13 @@ from shapflow.cli.main import main
 from shapflow.data import load_data
 from shapflow.evaluation import groundtruth
 from shapflow.evaluation.groundtruth import RetrainJob, job_key
-from shapflow.evaluation.runs import RETRAIN_STAGE, JobsExported, ensure_retrained, finished_retrains
+from shapflow.evaluation.runs import (
+    RETRAIN_STAGE,
+    JobsExported,
+    RetrainingNotAsked,
+    ensure_retrained,
+    finished_retrains,
+)
 from shapflow.evaluation.worker import main as worker_main
 from shapflow.evaluation.worker import write_jobs
 from shapflow.testing.fast import FAST_SETTINGS
@@ -67,6 +73,21 @@ def test_retrainings_resume_after_a_kill_and_are_reused(setup, tmp_path, monkeyp
     assert per_key == {j.key: 1 for j in jobs}
 
 
+def test_missing_retrainings_are_stated_with_their_cost_and_started_only_when_asked(setup, tmp_path, monkeypatch):
+    """Without ``retrain`` nothing is retrained: the error says how many, for what and how long each takes here
+    (timed on a few steps at first, then from the logged ones); with it, they run."""
+    cfg, data, scorer, jobs = setup
+    tracker = open_tracker("gt", f"sqlite:///{tmp_path}/mlruns.db")
+    with pytest.raises(RetrainingNotAsked, match=r"^3 retraining\(s\) from scratch .*\(3 heldout-0.50\): ~\d+ s "
+                                                 r"each on cpu here \(4 of its 4 training steps timed.*--retrain"):
+        ensure_retrained(tracker, cfg, data, scorer, jobs, retrain=False)
+    assert _runs_per_key(tracker)[1] == []  # nothing logged, nothing retrained
+    ensure_retrained(tracker, cfg, data, scorer, jobs[:1])
+    with pytest.raises(RetrainingNotAsked, match=r"^2 retraining.*the median of 1 logged retrainings"):
+        ensure_retrained(tracker, cfg, data, scorer, jobs, retrain=False)
+    assert ensure_retrained(tracker, cfg, data, scorer, jobs[:1], retrain=False).keys() >= {jobs[0].key}
+
+
 def test_export_then_ingest_logs_each_job_once_and_refuses_foreign_lines(setup, tmp_path):
     cfg, data, scorer, jobs = setup
     tracker = open_tracker("gt", f"sqlite:///{tmp_path}/mlruns.db")
@@ -92,7 +113,8 @@ def test_evaluate_chain_reuses_ground_truth_across_methods(tmp_path, monkeypatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     common = ["--use-case", "digits-classes", "--overrides", " ".join(FAST_SETTINGS), "--count", "4", "--seeds", "2",
               "--budget", "12", "--workers", "1", "--stack", "4"]
-    first = CliRunner().invoke(main, ["evaluate", "lds", *common, "--methods", "sft-shapley,pixel-sim-mean",
+    first = CliRunner().invoke(main, ["evaluate", "lds", *common, "--retrain", "true",
+                                      "--methods", "sft-shapley,pixel-sim-mean",
                                       "--out", str(tmp_path / "a"), "--json", str(tmp_path / "a.json")])
     assert first.exit_code == 0, first.output
     summary = json.loads((tmp_path / "a.json").read_text())

@@ -150,3 +150,31 @@ def test_the_polling_thread_alone_ends_an_orphan(tmp_path, python, child_env, wa
         parent.kill()
         parent.wait(timeout=10)
         _kill_survivors(children)
+
+
+# A process that starts the reaper, then a tree (one grandchild in its own session), then sleeps.
+REAPED = """
+import subprocess, sys, time
+from shapflow.execution.lifetime import reap_descendants_on_death
+reap_descendants_on_death(0.1)
+subprocess.Popen(["bash", "-c", "setsid sleep 600 & exec sleep 600"])
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_reaper_kills_every_descendant_of_a_sigkilled_process(python, child_env, wait_until):
+    """What a SIGKILL-ed Ray driver leaves: children reparented to init (one even in its own session). The
+    reaper started before them kills every one once their ancestor is gone."""
+    owner = subprocess.Popen([python, "-c", REAPED], env=child_env, stdout=subprocess.PIPE, text=True)
+    tree: list[psutil.Process] = []
+    try:
+        assert owner.stdout.readline().strip() == "started"
+        assert wait_until(lambda: len([p for p in psutil.Process(owner.pid).children(recursive=True)
+                                       if p.name() == "sleep"]) == 2, 10)
+        tree = [p for p in psutil.Process(owner.pid).children(recursive=True) if p.name() == "sleep"]
+        owner.kill()
+        owner.wait(timeout=10)
+        assert wait_until(lambda: all(_gone(p) for p in tree), 10), [p.pid for p in tree if not _gone(p)]
+    finally:
+        _kill_survivors(tree)

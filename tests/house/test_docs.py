@@ -40,8 +40,14 @@ def code_snippets(text: str) -> list[str]:
     return blocks + [" ".join(span.split()) for span in INLINE.findall(prose)]
 
 
+def _commands(group: click.Group) -> dict[str, click.Command]:
+    """Every command of ``group`` as Click resolves it (``shapflow``'s sub-groups are imported when named)."""
+    with click.Context(group) as ctx:
+        return {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
+
+
 def _visible(group: click.Group) -> dict[str, click.Command]:
-    return {name: cmd for name, cmd in group.commands.items() if not cmd.hidden}
+    return {name: cmd for name, cmd in _commands(group).items() if not cmd.hidden}
 
 
 def command_problems(root: Path, cli: click.Group = main) -> list[str]:
@@ -52,7 +58,7 @@ def command_problems(root: Path, cli: click.Group = main) -> list[str]:
             for match in SHAPFLOW_COMMAND.finditer(snippet):
                 name, sub = match.groups()
                 where = f"{path.relative_to(root)}: `{match.group(0)}`"
-                command = cli.commands.get(name)
+                command = _commands(cli).get(name)
                 if command is None:
                     problems.append(f"{where}: no command {name!r} (shapflow has {', '.join(sorted(_visible(cli)))})")
                 elif command.hidden:

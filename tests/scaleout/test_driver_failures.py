@@ -103,3 +103,49 @@ def test_two_drivers_at_once_duplicates_are_ignored(scaleout_env, tmp_path):
               for out, _ in outputs]
     assert values[0] == values[1]  # both drivers report the same values table
     print(f"duplicate coalition evaluations: {len(finished) - BUDGET - CHECKS}")
+
+
+def _alive(processes: list[psutil.Process]) -> list[str]:
+    found = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(f"{process.pid} {process.name()}")
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def test_kill_9_of_the_driver_alone_leaves_no_ray_process_and_the_rerun_repeats_nothing(scaleout_env, tmp_path):
+    """SIGKILL to the driver only (not its tree): the local Ray cluster it started (GCS, raylet, workers) goes with
+    it, and the rerun evaluates each coalition once."""
+    experiment = f"kill9-driver-{RUN}"
+    open_tracker(experiment, scaleout_env)
+    command = _command(experiment, "--executor", "ray")  # a new local cluster, started by the driver
+    job = subprocess.Popen(command, env=_env(scaleout_env), cwd=tmp_path, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, before, started = time.monotonic() + 240, [], []
+    try:
+        while time.monotonic() < deadline and job.poll() is None and len(before) < 2:
+            before = _coalition_runs(scaleout_env, experiment, "FINISHED")
+            time.sleep(0.2)
+        assert job.poll() is None, "the driver ended before it could be killed"
+        started = psutil.Process(job.pid).children(recursive=True)
+        assert any("ray" in " ".join(p.cmdline()) for p in started), [p.name() for p in started]
+        os.kill(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while _alive(started) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _alive(started), f"alive after kill -9 of the driver: {_alive(started)}"
+    finally:
+        for process in started:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+    rerun = subprocess.run(command, env=_env(scaleout_env), cwd=tmp_path, capture_output=True, text=True,
+                           timeout=400)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    ids = [r.data.params["coalition_id"] for r in _coalition_runs(scaleout_env, experiment, "FINISHED")]
+    assert len(ids) == len(set(ids)) == BUDGET + CHECKS

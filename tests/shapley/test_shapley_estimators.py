@@ -198,3 +198,15 @@ def test_std_is_unknown_not_zero_when_the_fit_interpolates(method):
         assert np.isfinite(result.values).all()
         assert (np.isfinite(result.std).all() and (result.std > 0).any()) if known else np.isnan(result.std).all()
         assert known or convergence(result) == (False, -1)
+
+
+def test_an_estimator_on_another_design_is_named_biased():
+    from shapflow.shapley import METHODS, design_bias
+
+    assert "biased" in design_bias("banzhaf-msr", "leverage")
+    assert "biased" in design_bias("permutation", "uniform")
+    assert design_bias("banzhaf-msr", "uniform") is None
+    for method in METHODS:  # an estimator on its own design, and a surrogate on any design, are not flagged
+        assert design_bias(method, METHODS[method].sampler) is None
+        assert method.startswith("surrogate-") or design_bias(method, "alpha" if method != "datamodels" else "all")
+    assert design_bias("surrogate-shapley", "uniform") is None

@@ -2,6 +2,7 @@
 logged as MLflow datasets (the market on the attribute and stage runs, each coalition's part on its run)."""
 
 import json
+import shlex
 
 import numpy as np
 
@@ -74,3 +75,10 @@ def test_the_runs_page_opens_the_model_training_view():
     assert runs_page("http://127.0.0.1:5000/", "7") == \
         "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
     assert runs_page("sqlite:///m.db", "7").startswith("mlflow ui --backend-store-uri sqlite:///m.db, then http")
+
+
+def test_the_printed_mlflow_ui_command_survives_a_path_with_spaces():
+    """The hint is a shell command: a store under a folder with a space (or a quote) must come back whole."""
+    uri = "sqlite:////tmp/my store/it's here/mlruns.db"
+    command = runs_page(uri, "7").split(", then http")[0]
+    assert shlex.split(command) == ["mlflow", "ui", "--backend-store-uri", uri]

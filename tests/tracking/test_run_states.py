@@ -131,3 +131,14 @@ def test_an_mlflow_run_run_is_adopted_in_the_use_case_experiment_and_linked_from
     assert tracker.call("get_run", elsewhere).data.tags[LINK_TAG] == parent
     assert _status(tracker, parent) == "FINISHED"
     assert os.environ["MLFLOW_RUN_ID"] == elsewhere
+
+
+def test_a_stopped_entry_point_ends_its_runs_in_flight_with_the_reason(tracker):
+    """Ctrl-C, SIGTERM or its parent's death: the coalition in flight ends KILLED with why, not RUNNING until a
+    later entry point retires it."""
+    with pytest.raises(KeyboardInterrupt), parent_run(tracker, "stopped entry point", {}) as parent:
+        in_flight = tracker.start("coalition in flight", {}, parent)
+        raise KeyboardInterrupt("parent process 1 died")
+    assert _status(tracker, in_flight) == "KILLED" and _status(tracker, parent) == "KILLED"
+    assert tracker.call("get_run", in_flight).data.tags["shapflow.retired"] == \
+        "stopped: KeyboardInterrupt parent process 1 died"
