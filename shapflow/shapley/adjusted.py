@@ -4,12 +4,8 @@ Regression-adjusted Monte Carlo (Witter, Liu & Musco 2025, arXiv 2506.11849): fo
 phi(v) = phi(f) + phi(v - f). The surrogate's values phi(f) are exact and free (surrogates.py); only the residual
 game v - f is estimated from the logged coalitions, and its values are small when f is good. Steps:
 
-1. split the coalitions into `folds` folds at random (seeded); a pair {S, N \\ S} and repeats of one coalition stay
-   in one fold, so a row is never predicted by a surrogate that saw it or its complement;
-2. fit the surrogate on all folds but k (plus v0, v1) and predict the rows of fold k: every row gets an out-of-fold
-   residual e_r = v(S_r) - f_k(r)(S_r) (cross-fitting, as in double machine learning: a surrogate that overfits
-   cannot fake a small residual). Where the surrogate has candidates (the saturating fit's penalties), the one with
-   the least Shapley-kernel-weighted out-of-fold squared residual is kept;
+1-2. cross-fit the surrogate (crossfit.py): K folds that keep a pair {S, N \\ S} together; every row gets the
+   out-of-fold residual e_r = v(S_r) - f_k(r)(S_r) of a surrogate f_k fitted without its fold;
 3. values = mean_k phi(f_k) + the residual game's values estimated from all rows, with r(empty) = v0 - mean_k
    f_k(empty) and r(full) = v1 - mean_k f_k(full): Shapley by Leverage SHAP (leverage.py; its GCV ridge shrinks the
    correction towards the equal split of the residual total where the data cannot resolve it), Banzhaf by the same
@@ -30,22 +26,28 @@ the same way; e.g. a threshold (voting) game that no saturating curve fits, or a
 recovers exactly. The result's `method` then says so ("surrogate-shapley:fallback-leverage"). Masks of a single
 coalition size (no saturation curve is identified) take the plain fit too, with a warning, and so does a surrogate
 that fails numerically (SurrogateFitError): finite utilities always give values.
+
+Proxy (control.py): given a cheap game q that correlates with v, f_k becomes f_k + b_k (q - g_k), g_k q's own
+cross-fitted surrogate and b_k the out-of-fold coefficient of q beside the surrogate; phi(q) comes from proxy calls
+alone. The safeguard then chooses among the estimates with the proxy, without it, and the plain fit; a result that
+used the proxy is named "surrogate-<index>+proxy". A proxy constant on the rows gives a warning and no proxy.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from math import comb
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .control import PROXY_BUDGET, control_coefficients, control_crossfit, evaluate_proxy, proxy_values
+from .crossfit import CrossFit, SurrogateFitError, crossfit, jackknife_var
 from .leverage import leverage_fit, ridge_gcv
 from .regression import canonical_pairs, hc3_terms, sandwich_std
 from .results import ShapleyResult, check_inputs, make_result, pool_duplicates
-from .surrogates import SURROGATES, fit_surrogate
+from .surrogates import SURROGATES
 
 __all__ = [
     "DEFAULT_FOLDS",
@@ -61,70 +63,6 @@ __all__ = [
 
 DEFAULT_FOLDS = 5
 DEFAULT_SURROGATE = "saturating"
-
-
-class SurrogateFitError(ArithmeticError):
-    """A surrogate could not be fitted to the logged coalitions (a numerical failure, not bad input): the
-    estimators then return the plain fit and say so, since finite utilities must always give values."""
-
-
-@dataclass(frozen=True)
-class CrossFit:
-    """The chosen candidate surrogate's name; per fold k its values fold_values[index] (K, n) and f_k at the empty
-    and full coalitions ends (K, 2); per row r its out-of-fold residual (m,)."""
-
-    surrogate: str
-    fold_values: dict[str, np.ndarray]
-    ends: np.ndarray
-    residuals: np.ndarray
-
-
-def _kernel_weights(masks: np.ndarray) -> np.ndarray:
-    """Per row (m,): Shapley-kernel mass of its size, (n-1)/(k(n-k)), shared among the rows of that size."""
-    n = masks.shape[1]
-    k = masks.sum(axis=1)
-    return (n - 1) / (k * (n - k)) / np.bincount(k, minlength=n)[k]
-
-
-def crossfit(
-    masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, *, seed: int, folds: int, surrogate: str
-) -> CrossFit:
-    """Steps 1-2 of the module docstring on masks bool (m, n) and utilities (m,); where the surrogate has several
-    candidates (e.g. penalties), the one with the least kernel-weighted out-of-fold squared residual is kept.
-    With fewer distinct pairs than ``folds``, each pair is its own fold."""
-    n = masks.shape[1]
-    unit = canonical_pairs(masks)  # a pair and repeats of one coalition share a label
-    n_units = int(unit.max()) + 1
-    if folds < 2 or n_units < 2:
-        raise ValueError(f"cross-fitting needs folds >= 2 (got {folds!r}) and 2 distinct coalition pairs (got "
-                         f"{n_units}): evaluate more coalitions")
-    folds = min(folds, n_units)  # fewer pairs than folds: leave one pair out
-    fold = (np.random.default_rng(seed).permutation(n_units) % folds)[unit]
-    corners = np.array([np.zeros(n, bool), np.ones(n, bool)])
-    try:
-        fits = [fit_surrogate(surrogate, masks[fold != k], utilities[fold != k], v0, v1, seed + k)
-                for k in range(folds)]
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:  # a numerical failure of the fit
-        raise SurrogateFitError(f"the {surrogate} surrogate could not be fitted ({err})") from err
-    candidates = []
-    for j in range(len(fits[0])):
-        residuals = np.empty(len(utilities))
-        for k, candidate in enumerate(fits):
-            residuals[fold == k] = utilities[fold == k] - candidate[j].predict(masks[fold == k])
-        fold_values = {index: np.array([f[j].values[index] for f in fits]) for index in fits[0][j].values}
-        ends = np.array([f[j].predict(corners) for f in fits])
-        if all(np.isfinite(a).all() for a in (residuals, ends, *fold_values.values())):
-            candidates.append(CrossFit(fits[0][j].name, fold_values, ends, residuals))
-    if not candidates:
-        raise SurrogateFitError(f"every {surrogate} surrogate candidate predicted a non-finite utility")
-    weight = _kernel_weights(masks)
-    return min(candidates, key=lambda c: float(weight @ c.residuals**2))
-
-
-def _jackknife_var(fold_values: np.ndarray) -> np.ndarray:
-    """Delete-a-group jackknife variance (n,) of the mean of K fold estimates (K, n)."""
-    K = fold_values.shape[0]
-    return (K - 1) / K * ((fold_values - fold_values.mean(axis=0)) ** 2).sum(axis=0)
 
 
 def banzhaf_fit(
@@ -181,18 +119,70 @@ def _plain(masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, index
     return make_result(values, np.sqrt(std**2 + shift**2), masks, len(masks), f"surrogate-{index}:fallback-{name}")
 
 
-def _adjusted(
-    masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, fit: CrossFit, index: str, safeguard: bool
-) -> ShapleyResult:
-    """Step 3 for one index, or (safeguard) the plain fit where its estimated error is smaller."""
+def _candidate(
+    masks: np.ndarray, v0: float, v1: float, fit: CrossFit, index: str, name: str
+) -> tuple[ShapleyResult, float]:
+    """Step 3 for one index and one cross-fit: the result and its estimated mean squared error (with shift^2)."""
     r0, r1 = v0 - fit.ends[:, 0].mean(), v1 - fit.ends[:, 1].mean()
     correction, std, shift = PLAIN[index][0](masks, fit.residuals, r0, r1)
-    variance = _jackknife_var(fit.fold_values[index]) + std**2
-    plain = _plain(masks, utilities, v0, v1, index)
-    if safeguard and np.mean(variance + shift**2) > np.mean(plain.std**2):  # like for like: both with shift^2
-        return plain
+    variance = jackknife_var(fit.fold_values[index]) + std**2 + fit.extra_var.get(index, 0.0)
     values = fit.fold_values[index].mean(axis=0) + correction
-    return make_result(values, np.sqrt(variance), masks, len(masks), f"surrogate-{index}")
+    result = make_result(values, np.sqrt(variance), masks, len(masks), name)
+    return result, float(np.mean(variance + shift**2))  # like for like with the plain fit: both with shift^2
+
+
+def _adjusted(
+    masks: np.ndarray,
+    utilities: np.ndarray,
+    v0: float,
+    v1: float,
+    fits: list[tuple[CrossFit, str]],
+    index: str,
+    safeguard: bool,
+) -> ShapleyResult:
+    """Step 3 for one index: the first of `fits` (cross-fit, name suffix), or (safeguard) whichever of them and the
+    plain fit has the least estimated error."""
+    candidates = [_candidate(masks, v0, v1, fit, index, f"surrogate-{index}{suffix}") for fit, suffix in fits]
+    if not safeguard:
+        return candidates[0][0]
+    plain = _plain(masks, utilities, v0, v1, index)
+    candidates.append((plain, float(np.mean(plain.std**2))))
+    return min(candidates, key=lambda c: c[1])[0]
+
+
+def _proxy_rows(proxy: Callable[[np.ndarray], np.ndarray] | None, masks: np.ndarray) -> np.ndarray | None:
+    """The proxy on the rows (m,), checked before any fitting; None (with a warning) for a constant proxy."""
+    if proxy is None:
+        return None
+    q_rows = evaluate_proxy(proxy, masks)
+    if np.ptp(q_rows) <= 1e-12 * max(float(np.abs(q_rows).max()), 1e-300):
+        warnings.warn("surrogate estimators: the proxy is constant on the logged coalitions, so it carries no "
+                      "information about their differences; the estimate is the plain one (no proxy)", stacklevel=3)
+        return None
+    return q_rows
+
+
+def _with_proxy(
+    masks: np.ndarray,
+    fit: CrossFit,
+    q_rows: np.ndarray,
+    proxy: Callable[[np.ndarray], np.ndarray],
+    options: dict[str, object],
+    proxy_budget: int,
+) -> CrossFit | None:
+    """The cross-fit of v with the proxy as control variate (control.py), on the folds of `fit`; None where b q
+    removes none of the residual variance out of fold (the proxy would only add noise)."""
+    n = masks.shape[1]
+    q0, q1 = evaluate_proxy(proxy, np.array([np.zeros(n, bool), np.ones(n, bool)]))
+    fit_q = crossfit(masks, q_rows, q0, q1, **options)
+    b, removed = control_coefficients(fit, fit_q, masks)
+    if removed <= 0:
+        return None
+    K = len(fit_q.predict)
+    control = (lambda query: sum(g(query) for g in fit_q.predict) / K,
+               {index: values.mean(axis=0) for index, values in fit_q.fold_values.items()})
+    q = proxy_values(proxy, n, seed=int(options["seed"]), budget=proxy_budget, control=control)
+    return control_crossfit(fit, fit_q, b, q, proxy)
 
 
 def estimate_indices(
@@ -205,16 +195,21 @@ def estimate_indices(
     folds: int = DEFAULT_FOLDS,
     surrogate: str = DEFAULT_SURROGATE,
     safeguard: bool = True,
+    proxy: Callable[[np.ndarray], np.ndarray] | None = None,
+    proxy_budget: int = PROXY_BUDGET,
 ) -> dict[str, ShapleyResult]:
     """Shapley and Banzhaf values from ONE cross-fit (module docstring): {"shapley": ..., "banzhaf": ...}.
 
-    masks bool (m, n), utilities (m,); seed draws the folds (and seeds the tree surrogates); folds: K >= 2;
-    surrogate: a SURROGATES key; safeguard: return the plain fit (leverage / Banzhaf regression) where its estimated
-    mean squared error is smaller than the surrogate-assisted one's. Results are named "surrogate-shapley" and
-    "surrogate-banzhaf", or "surrogate-<index>:fallback-<plain>" where the plain fit was returned.
+    masks bool (m, n), utilities (m,); seed draws the folds (and seeds the tree surrogates and the proxy's
+    permutations); folds: K >= 2; surrogate: a SURROGATES key; safeguard: return whichever of the estimates (with
+    proxy, without, plain leverage / Banzhaf regression) has the least estimated mean squared error; proxy: a cheap
+    deterministic game q(masks bool (q, n)) -> (q,) that correlates with v, used as a control variate (control.py;
+    about m + 2 + proxy_budget proxy calls). Results are named "surrogate-shapley" and "surrogate-banzhaf" (with
+    "+proxy" where the proxy was used), or "surrogate-<index>:fallback-<plain>" where the plain fit was returned.
     """
     masks, utilities = check_inputs(masks, utilities, v0, v1)  # a public entry point of its own
     _check(masks, folds, surrogate, seed)
+    q_rows = _proxy_rows(proxy, masks)
     if _one_size(masks):
         warnings.warn(
             "surrogate estimators: all coalitions have one size, which identifies no saturation curve; falling "
@@ -222,14 +217,19 @@ def estimate_indices(
             stacklevel=2,
         )
         return {index: _plain(masks, utilities, v0, v1, index) for index in PLAIN}
+    options = {"seed": int(seed), "folds": folds, "surrogate": surrogate}
     with threadpool_limits(limits=1, user_api="blas"):  # small matrices: threads only contend (50x on a busy host)
         try:
-            fit = crossfit(masks, utilities, v0, v1, seed=int(seed), folds=folds, surrogate=surrogate)
+            fit = crossfit(masks, utilities, v0, v1, **options)
+            fits = [(fit, "")]
+            controlled = None if q_rows is None else _with_proxy(masks, fit, q_rows, proxy, options, proxy_budget)
+            if controlled is not None:
+                fits.insert(0, (controlled, "+proxy"))
         except SurrogateFitError as err:
             warnings.warn(f"surrogate estimators: {err}; falling back to the plain fits (leverage, Banzhaf "
                           "regression), whose values and error bars stand on their own", stacklevel=2)
             return {index: _plain(masks, utilities, v0, v1, index) for index in PLAIN}
-        return {index: _adjusted(masks, utilities, v0, v1, fit, index, safeguard) for index in PLAIN}
+        return {index: _adjusted(masks, utilities, v0, v1, fits, index, safeguard) for index in PLAIN}
 
 
 def _one_size(masks: np.ndarray) -> bool:
@@ -247,11 +247,14 @@ def estimate_surrogate_shapley(
     folds: int = DEFAULT_FOLDS,
     surrogate: str = DEFAULT_SURROGATE,
     safeguard: bool = True,
+    proxy: Callable[[np.ndarray], np.ndarray] | None = None,
+    proxy_budget: int = PROXY_BUDGET,
 ) -> ShapleyResult:
     """Cross-fitted surrogate-assisted Shapley values (module docstring; options as estimate_indices); any
     design, sampler "leverage"."""
     options = {"seed": seed, "folds": folds, "surrogate": surrogate, "safeguard": safeguard}
-    return estimate_indices(masks, utilities, v0=v0, v1=v1, **options)["shapley"]
+    return estimate_indices(masks, utilities, v0=v0, v1=v1, proxy=proxy, proxy_budget=proxy_budget,
+                            **options)["shapley"]
 
 
 def estimate_surrogate_banzhaf(
@@ -264,8 +267,11 @@ def estimate_surrogate_banzhaf(
     folds: int = DEFAULT_FOLDS,
     surrogate: str = DEFAULT_SURROGATE,
     safeguard: bool = True,
+    proxy: Callable[[np.ndarray], np.ndarray] | None = None,
+    proxy_budget: int = PROXY_BUDGET,
 ) -> ShapleyResult:
     """Cross-fitted surrogate-assisted Banzhaf values (module docstring; options as estimate_indices); any
     design, sampler "leverage"."""
     options = {"seed": seed, "folds": folds, "surrogate": surrogate, "safeguard": safeguard}
-    return estimate_indices(masks, utilities, v0=v0, v1=v1, **options)["banzhaf"]
+    return estimate_indices(masks, utilities, v0=v0, v1=v1, proxy=proxy, proxy_budget=proxy_budget,
+                            **options)["banzhaf"]
