@@ -27,10 +27,11 @@ recovers exactly. The result's `method` then says so ("surrogate-shapley:fallbac
 coalition size (no saturation curve is identified) take the plain fit too, with a warning, and so does a surrogate
 that fails numerically (SurrogateFitError): finite utilities always give values.
 
-Proxy (control.py): given a cheap game q that correlates with v, f_k becomes f_k + b_k (q - g_k), g_k q's own
-cross-fitted surrogate and b_k the out-of-fold coefficient of q beside the surrogate; phi(q) comes from proxy calls
-alone. The safeguard then chooses among the estimates with the proxy, without it, and the plain fit; a result that
-used the proxy is named "surrogate-<index>+proxy". A proxy constant on the rows gives a warning and no proxy.
+Proxy (control.py): given a cheap game q that correlates with v, fold k's surrogate becomes b_k q + f_k, b_k the
+out-of-fold slope of v on q within coalition sizes and f_k fitted to v - b_k q; phi(q) comes from proxy calls alone.
+The proxy is kept where it lowers the out-of-fold residual spread; the safeguard then chooses among the estimates
+with the proxy, without it, and the plain fit. A result that used the proxy is named "surrogate-<index>+proxy". A
+proxy constant on the rows gives a warning and no proxy.
 """
 
 from __future__ import annotations
@@ -42,7 +43,15 @@ from math import comb
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .control import PROXY_BUDGET, control_coefficients, control_crossfit, evaluate_proxy, proxy_values
+from .control import (
+    PROXY_BUDGET,
+    control_crossfit,
+    evaluate_proxy,
+    proxy_control,
+    proxy_values,
+    residual_spread,
+    with_proxy_values,
+)
 from .crossfit import CrossFit, SurrogateFitError, crossfit, jackknife_var
 from .leverage import leverage_fit, ridge_gcv
 from .regression import canonical_pairs, hc3_terms, sandwich_std
@@ -140,14 +149,15 @@ def _adjusted(
     index: str,
     safeguard: bool,
 ) -> ShapleyResult:
-    """Step 3 for one index: the first of `fits` (cross-fit, name suffix), or (safeguard) whichever of them and the
-    plain fit has the least estimated error."""
+    """Step 3 for one index: the first of `fits` (cross-fit, name suffix), or (safeguard) the one of them with the
+    least estimated variance (like for like: one residual estimator), and then the plain fit instead where its
+    estimated error is smaller (both with the ridge shift^2)."""
     candidates = [_candidate(masks, v0, v1, fit, index, f"surrogate-{index}{suffix}") for fit, suffix in fits]
     if not safeguard:
         return candidates[0][0]
+    best, error = min(candidates, key=lambda c: float(np.mean(c[0].std ** 2)))
     plain = _plain(masks, utilities, v0, v1, index)
-    candidates.append((plain, float(np.mean(plain.std**2))))
-    return min(candidates, key=lambda c: c[1])[0]
+    return plain if error > np.mean(plain.std**2) else best
 
 
 def _proxy_rows(proxy: Callable[[np.ndarray], np.ndarray] | None, masks: np.ndarray) -> np.ndarray | None:
@@ -164,25 +174,26 @@ def _proxy_rows(proxy: Callable[[np.ndarray], np.ndarray] | None, masks: np.ndar
 
 def _with_proxy(
     masks: np.ndarray,
-    fit: CrossFit,
+    utilities: np.ndarray,
+    v0: float,
+    v1: float,
+    plain: CrossFit,
     q_rows: np.ndarray,
     proxy: Callable[[np.ndarray], np.ndarray],
     options: dict[str, object],
     proxy_budget: int,
 ) -> CrossFit | None:
-    """The cross-fit of v with the proxy as control variate (control.py), on the folds of `fit`; None where b q
-    removes none of the residual variance out of fold (the proxy would only add noise)."""
+    """The cross-fit of v with the proxy as control variate (control.py), on the folds of `plain`; None where its
+    out-of-fold residual spread is not below the plain cross-fit's (the proxy would only add noise)."""
     n = masks.shape[1]
-    q0, q1 = evaluate_proxy(proxy, np.array([np.zeros(n, bool), np.ones(n, bool)]))
-    fit_q = crossfit(masks, q_rows, q0, q1, **options)
-    b, removed = control_coefficients(fit, fit_q, masks)
-    if removed <= 0:
+    q_ends = evaluate_proxy(proxy, np.array([np.zeros(n, bool), np.ones(n, bool)]))
+    fit, b = control_crossfit(masks, utilities, v0, v1, q_rows, q_ends, options)
+    if not residual_spread(fit, masks) < residual_spread(plain, masks):
         return None
-    K = len(fit_q.predict)
-    control = (lambda query: sum(g(query) for g in fit_q.predict) / K,
-               {index: values.mean(axis=0) for index, values in fit_q.fold_values.items()})
-    q = proxy_values(proxy, n, seed=int(options["seed"]), budget=proxy_budget, control=control)
-    return control_crossfit(fit, fit_q, b, q, proxy)
+    seed, surrogate = int(options["seed"]), str(options["surrogate"])
+    control = proxy_control(proxy, masks, q_rows, q_ends, surrogate=surrogate, seed=seed)
+    q = proxy_values(proxy, n, seed=seed, budget=proxy_budget, control=control)
+    return with_proxy_values(fit, b, q, proxy)
 
 
 def estimate_indices(
@@ -222,7 +233,8 @@ def estimate_indices(
         try:
             fit = crossfit(masks, utilities, v0, v1, **options)
             fits = [(fit, "")]
-            controlled = None if q_rows is None else _with_proxy(masks, fit, q_rows, proxy, options, proxy_budget)
+            controlled = None if q_rows is None else _with_proxy(masks, utilities, v0, v1, fit, q_rows, proxy, options,
+                                                                 proxy_budget)
             if controlled is not None:
                 fits.insert(0, (controlled, "+proxy"))
         except SurrogateFitError as err:
