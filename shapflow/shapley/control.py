@@ -119,29 +119,40 @@ def proxy_values(
 
 
 def _permutation_units(game: Callable, n: int, pairs: int, rng: np.random.Generator) -> np.ndarray:
-    """Per antithetic pair of permutations (pi, reversed pi), the mean marginal of each contributor: (pairs, n)."""
-    order = np.array([rng.permutation(n) for _ in range(pairs)])
-    order = np.concatenate([order, order[:, ::-1]])  # (2 pairs, n)
-    rank = np.argsort(order, axis=1)  # position of each contributor in its permutation
-    prefixes = rank[:, None, :] < np.arange(1, n)[None, :, None]  # (2 pairs, n - 1, n): sizes 1..n-1
-    inner = game(prefixes.reshape(-1, n)).reshape(2 * pairs, n - 1)
+    """Per antithetic pair of permutations (pi, reversed pi), the mean marginal of each contributor: (pairs, n);
+    chains in chunks of about 2^24 mask entries."""
     ends = game(np.array([np.zeros(n, bool), np.ones(n, bool)]))
-    chain = np.concatenate([np.full((2 * pairs, 1), ends[0]), inner, np.full((2 * pairs, 1), ends[1])], axis=1)
-    marginal = np.zeros((2 * pairs, n))
-    np.put_along_axis(marginal, order, np.diff(chain, axis=1), axis=1)
-    return (marginal[:pairs] + marginal[pairs:]) / 2
+    chunk = max(1, 2**23 // (n * n))
+    units = []
+    for start in range(0, pairs, chunk):
+        order = np.array([rng.permutation(n) for _ in range(min(chunk, pairs - start))])
+        order = np.concatenate([order, order[:, ::-1]])  # (2 c, n)
+        rank = np.argsort(order, axis=1)  # position of each contributor in its permutation
+        prefixes = rank[:, None, :] < np.arange(1, n)[None, :, None]  # (2 c, n - 1, n): sizes 1..n-1
+        inner = game(prefixes.reshape(-1, n)).reshape(len(order), n - 1)
+        chain = np.concatenate([np.full((len(order), 1), ends[0]), inner, np.full((len(order), 1), ends[1])], axis=1)
+        marginal = np.zeros((len(order), n))
+        np.put_along_axis(marginal, order, np.diff(chain, axis=1), axis=1)
+        half = len(order) // 2
+        units.append((marginal[:half] + marginal[half:]) / 2)
+    return np.concatenate(units)
 
 
 def _flip_units(game: Callable, n: int, pairs: int, rng: np.random.Generator) -> np.ndarray:
     """Per antithetic pair (S, N \\ S) of uniform coalitions, the mean Banzhaf marginal of each contributor from S
-    and its n one-flip neighbours: (pairs, n)."""
-    base = rng.random((pairs, n)) < 0.5
-    base = np.concatenate([base, ~base])  # (2 pairs, n)
-    flipped = base[:, None, :] ^ np.eye(n, dtype=bool)[None]  # (2 pairs, n, n): S with contributor i flipped
-    at_base = game(base)
-    at_flip = game(flipped.reshape(-1, n)).reshape(2 * pairs, n)
-    marginal = np.where(base, at_base[:, None] - at_flip, at_flip - at_base[:, None])  # v(S + i) - v(S - i)
-    return (marginal[:pairs] + marginal[pairs:]) / 2
+    and its n one-flip neighbours: (pairs, n); in chunks of about 2^24 mask entries."""
+    chunk = max(1, 2**23 // (n * n))
+    units = []
+    for start in range(0, pairs, chunk):
+        base = rng.random((min(chunk, pairs - start), n)) < 0.5
+        base = np.concatenate([base, ~base])  # (2 c, n)
+        flipped = base[:, None, :] ^ np.eye(n, dtype=bool)[None]  # (2 c, n, n): S with contributor i flipped
+        at_base = game(base)
+        at_flip = game(flipped.reshape(-1, n)).reshape(len(base), n)
+        marginal = np.where(base, at_base[:, None] - at_flip, at_flip - at_base[:, None])  # v(S + i) - v(S - i)
+        half = len(base) // 2
+        units.append((marginal[:half] + marginal[half:]) / 2)
+    return np.concatenate(units)
 
 
 def within_size_slopes(utilities: np.ndarray, q_rows: np.ndarray, masks: np.ndarray, fold: np.ndarray) -> np.ndarray:
