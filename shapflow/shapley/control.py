@@ -21,6 +21,7 @@ times b, is added to the reported variance; b's own uncertainty is in the jackkn
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,14 +40,18 @@ __all__ = [
     "control_crossfit",
     "evaluate_proxy",
     "proxy_control",
+    "proxy_crossfits",
     "proxy_report",
+    "proxy_rows",
     "proxy_values",
     "residual_spread",
     "with_proxy_values",
     "within_size_slopes",
 ]
 
-PROXY_BUDGET = 2**14  # proxy calls (coalitions) spent on phi(q): exact up to n = 14, ~1000 chains at n = 16
+# proxy calls (coalitions) spent on phi(q): exact up to n = 20, ~1000 pairs of chains at n = 258; a proxy built from
+# per-image statistics (sums, counts, cluster histograms) answers 2^20 coalitions in seconds
+PROXY_BUDGET = 2**20
 PROXY_BATCH = 4096  # coalitions per proxy call
 SHRINK_T = 2.0  # slopes of v on q with a t-statistic below this are noise: shrunk to 0
 
@@ -88,11 +93,12 @@ def proxy_values(
     seed: int,
     budget: int = PROXY_BUDGET,
     control: tuple[Callable[[np.ndarray], np.ndarray], dict[str, np.ndarray]] | None = None,
+    indices: tuple[str, ...] = ("shapley", "banzhaf"),
 ) -> ProxyValues:
     """Shapley and Banzhaf values of the proxy game with about `budget` proxy calls (module docstring).
 
-    Exact (enumeration, std 0) when 2^n <= budget. Otherwise half the budget goes to antithetic permutation chains
-    (Shapley) and half to antithetic flip samples (Banzhaf: a uniform S and S with each contributor flipped), both
+    Exact (enumeration, std 0) when 2^n <= budget. Otherwise the budget is split among `indices`: antithetic
+    permutation chains (Shapley), antithetic flip samples (Banzhaf: a uniform S and S with each contributor flipped),
     seeded; control = (predict, exact values per index) of a surrogate of q, whose values are added to the
     Monte Carlo estimate of phi(q - surrogate), which has far smaller marginals than q (less error per call).
     """
@@ -109,10 +115,12 @@ def proxy_values(
         return evaluate_proxy(proxy, masks) - predict(masks)
 
     rng = np.random.default_rng(seed)
-    units = [_permutation_units(game, n, max(budget // 2 // (2 * (n - 1)), 2), rng),
-             _flip_units(game, n, max(budget // 2 // (2 * (n + 1)), 2), rng)]
+    share = budget // len(indices)
+    sampler = {"shapley": lambda: _permutation_units(game, n, max(share // (2 * (n - 1)), 2), rng),
+               "banzhaf": lambda: _flip_units(game, n, max(share // (2 * (n + 1)), 2), rng)}
     values, std = {}, {}
-    for index, marginal in zip(("shapley", "banzhaf"), units, strict=True):
+    for index in indices:
+        marginal = sampler[index]()
         values[index] = marginal.mean(axis=0) + (known[index] if known is not None else 0.0)
         std[index] = marginal.std(axis=0, ddof=1) / np.sqrt(len(marginal))
     return ProxyValues(values, std, ends)
@@ -240,6 +248,51 @@ def proxy_control(
     q_fresh = evaluate_proxy(proxy, fresh)
     best = min(candidates, key=lambda g: float(np.sum((g.predict(fresh) - q_fresh) ** 2)))
     return best.predict, best.values
+
+
+def proxy_rows(proxy: Callable[[np.ndarray], np.ndarray] | None, masks: np.ndarray) -> np.ndarray | None:
+    """The proxy on the rows (m,), checked before any fitting; None (with a warning) for a constant proxy."""
+    if proxy is None:
+        return None
+    q_rows = evaluate_proxy(proxy, masks)
+    if np.ptp(q_rows) <= 1e-12 * max(float(np.abs(q_rows).max()), 1e-300):
+        warnings.warn("surrogate estimators: the proxy is constant on the logged coalitions, so it carries no "
+                      "information about their differences; the estimate is the plain one (no proxy)", stacklevel=4)
+        return None
+    return q_rows
+
+
+def proxy_crossfits(
+    masks: np.ndarray,
+    utilities: np.ndarray,
+    v0: float,
+    v1: float,
+    plain: CrossFit,
+    q_rows: np.ndarray,
+    proxy: Callable[[np.ndarray], np.ndarray],
+    options: dict[str, object],
+    budget: int,
+) -> tuple[CrossFit | None, CrossFit | None]:
+    """The cross-fits with the proxy as control variate, on the folds of `plain` (v's own cross-fit): with the
+    surrogate fitted to v - b_k q, and with no surrogate at all (the residual is v - b_k q: for games no surrogate
+    fits). Each is None where its out-of-fold residual spread is not below the same fit's without the proxy."""
+    n = masks.shape[1]
+    q_ends = evaluate_proxy(proxy, np.array([np.zeros(n, bool), np.ones(n, bool)]))
+    fit, b = control_crossfit(masks, utilities, v0, v1, q_rows, q_ends, options)
+    K = len(b)
+    zeros = {index: np.zeros((K, n)) for index in plain.fold_values}
+    no_surrogate = (lambda query: np.zeros(len(query)),) * K
+    bare = CrossFit("none", zeros, np.zeros((K, 2)), utilities, plain.fold, no_surrogate, {})
+    direct = CrossFit("none", zeros, np.zeros((K, 2)), utilities - b[plain.fold] * q_rows, plain.fold, no_surrogate, {})
+    kept = [candidate if residual_spread(candidate, masks) < residual_spread(reference, masks) else None
+            for candidate, reference in ((fit, plain), (direct, bare))]
+    if all(candidate is None for candidate in kept):
+        return None, None
+    seed, surrogate = int(options["seed"]), str(options["surrogate"])
+    control = proxy_control(proxy, masks, q_rows, q_ends, surrogate=surrogate, seed=seed)
+    q = proxy_values(proxy, n, seed=seed, budget=budget, control=control)
+    fit_proxy, direct_proxy = (None if c is None else with_proxy_values(c, b, q, proxy) for c in kept)
+    return fit_proxy, direct_proxy
 
 
 def proxy_report(
