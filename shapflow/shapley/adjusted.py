@@ -27,10 +27,11 @@ recovers exactly. The result's `method` then says so ("surrogate-shapley:fallbac
 coalition size (no saturation curve is identified) take the plain fit too, with a warning, and so does a surrogate
 that fails numerically (SurrogateFitError): finite utilities always give values.
 
-Proxy (control.py): given a cheap game q that correlates with v, f_k becomes f_k + b_k (q - g_k), g_k q's own
-cross-fitted surrogate and b_k the out-of-fold coefficient of q beside the surrogate; phi(q) comes from proxy calls
-alone. The safeguard then chooses among the estimates with the proxy, without it, and the plain fit; a result that
-used the proxy is named "surrogate-<index>+proxy". A proxy constant on the rows gives a warning and no proxy.
+Proxy (control.py): given a cheap game q that correlates with v, fold k's surrogate becomes b_k q + f_k, b_k the
+out-of-fold slope of v on q within coalition sizes and f_k fitted to v - b_k q; phi(q) comes from proxy calls alone.
+The proxy is kept where it lowers the out-of-fold residual spread; the safeguard then chooses among the estimates
+with the proxy, without it, and the plain fit. A result that used the proxy is named "surrogate-<index>+proxy". A
+proxy constant on the rows gives a warning and no proxy.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from math import comb
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .control import PROXY_BUDGET, control_coefficients, control_crossfit, evaluate_proxy, proxy_values
+from .control import PROXY_BUDGET, proxy_crossfits, proxy_rows
 from .crossfit import CrossFit, SurrogateFitError, crossfit, jackknife_var
 from .leverage import leverage_fit, ridge_gcv
 from .regression import canonical_pairs, hc3_terms, sandwich_std
@@ -139,50 +140,21 @@ def _adjusted(
     fits: list[tuple[CrossFit, str]],
     index: str,
     safeguard: bool,
+    direct: CrossFit | None = None,
 ) -> ShapleyResult:
-    """Step 3 for one index: the first of `fits` (cross-fit, name suffix), or (safeguard) whichever of them and the
-    plain fit has the least estimated error."""
-    candidates = [_candidate(masks, v0, v1, fit, index, f"surrogate-{index}{suffix}") for fit, suffix in fits]
+    """Step 3 for one index: the first of `fits` (cross-fit, name suffix), or (safeguard) the one of them with the
+    least estimated variance (like for like: one residual estimator), and then, where its estimated error is
+    smaller (all with the ridge shift^2), the plain fit or the plain fit with the proxy (`direct`: no surrogate)."""
+    name = f"surrogate-{index}"
+    candidates = [_candidate(masks, v0, v1, fit, index, f"{name}{suffix}") for fit, suffix in fits]
     if not safeguard:
         return candidates[0][0]
+    best = min(candidates, key=lambda c: float(np.mean(c[0].std ** 2)))
     plain = _plain(masks, utilities, v0, v1, index)
-    candidates.append((plain, float(np.mean(plain.std**2))))
-    return min(candidates, key=lambda c: c[1])[0]
-
-
-def _proxy_rows(proxy: Callable[[np.ndarray], np.ndarray] | None, masks: np.ndarray) -> np.ndarray | None:
-    """The proxy on the rows (m,), checked before any fitting; None (with a warning) for a constant proxy."""
-    if proxy is None:
-        return None
-    q_rows = evaluate_proxy(proxy, masks)
-    if np.ptp(q_rows) <= 1e-12 * max(float(np.abs(q_rows).max()), 1e-300):
-        warnings.warn("surrogate estimators: the proxy is constant on the logged coalitions, so it carries no "
-                      "information about their differences; the estimate is the plain one (no proxy)", stacklevel=3)
-        return None
-    return q_rows
-
-
-def _with_proxy(
-    masks: np.ndarray,
-    fit: CrossFit,
-    q_rows: np.ndarray,
-    proxy: Callable[[np.ndarray], np.ndarray],
-    options: dict[str, object],
-    proxy_budget: int,
-) -> CrossFit | None:
-    """The cross-fit of v with the proxy as control variate (control.py), on the folds of `fit`; None where b q
-    removes none of the residual variance out of fold (the proxy would only add noise)."""
-    n = masks.shape[1]
-    q0, q1 = evaluate_proxy(proxy, np.array([np.zeros(n, bool), np.ones(n, bool)]))
-    fit_q = crossfit(masks, q_rows, q0, q1, **options)
-    b, removed = control_coefficients(fit, fit_q, masks)
-    if removed <= 0:
-        return None
-    K = len(fit_q.predict)
-    control = (lambda query: sum(g(query) for g in fit_q.predict) / K,
-               {index: values.mean(axis=0) for index, values in fit_q.fold_values.items()})
-    q = proxy_values(proxy, n, seed=int(options["seed"]), budget=proxy_budget, control=control)
-    return control_crossfit(fit, fit_q, b, q, proxy)
+    finalists = [best, (plain, float(np.mean(plain.std**2)))]
+    if direct is not None:
+        finalists.append(_candidate(masks, v0, v1, direct, index, f"{plain.method}+proxy"))
+    return min(finalists, key=lambda c: c[1])[0]
 
 
 def estimate_indices(
@@ -209,7 +181,7 @@ def estimate_indices(
     """
     masks, utilities = check_inputs(masks, utilities, v0, v1)  # a public entry point of its own
     _check(masks, folds, surrogate, seed)
-    q_rows = _proxy_rows(proxy, masks)
+    q_rows = proxy_rows(proxy, masks)
     if _one_size(masks):
         warnings.warn(
             "surrogate estimators: all coalitions have one size, which identifies no saturation curve; falling "
@@ -221,15 +193,16 @@ def estimate_indices(
     with threadpool_limits(limits=1, user_api="blas"):  # small matrices: threads only contend (50x on a busy host)
         try:
             fit = crossfit(masks, utilities, v0, v1, **options)
-            fits = [(fit, "")]
-            controlled = None if q_rows is None else _with_proxy(masks, fit, q_rows, proxy, options, proxy_budget)
-            if controlled is not None:
-                fits.insert(0, (controlled, "+proxy"))
+            fits, direct = [(fit, "")], None
+            if q_rows is not None:
+                controlled, direct = proxy_crossfits(masks, utilities, v0, v1, fit, q_rows, proxy, options,
+                                                     proxy_budget)
+                fits = [(controlled, "+proxy"), *fits] if controlled is not None else fits
         except SurrogateFitError as err:
             warnings.warn(f"surrogate estimators: {err}; falling back to the plain fits (leverage, Banzhaf "
                           "regression), whose values and error bars stand on their own", stacklevel=2)
             return {index: _plain(masks, utilities, v0, v1, index) for index in PLAIN}
-        return {index: _adjusted(masks, utilities, v0, v1, fits, index, safeguard) for index in PLAIN}
+        return {index: _adjusted(masks, utilities, v0, v1, fits, index, safeguard, direct) for index in PLAIN}
 
 
 def _one_size(masks: np.ndarray) -> bool:

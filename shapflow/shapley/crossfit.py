@@ -21,7 +21,7 @@ import numpy as np
 from .regression import canonical_pairs
 from .surrogates import fit_surrogate
 
-__all__ = ["CrossFit", "SurrogateFitError", "crossfit", "jackknife_var", "kernel_weights"]
+__all__ = ["CrossFit", "SurrogateFitError", "crossfit", "fold_labels", "jackknife_var", "kernel_weights"]
 
 
 class SurrogateFitError(ArithmeticError):
@@ -58,32 +58,53 @@ def jackknife_var(fold_values: np.ndarray) -> np.ndarray:
     return (K - 1) / K * ((fold_values - fold_values.mean(axis=0)) ** 2).sum(axis=0)
 
 
-def crossfit(
-    masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, *, seed: int, folds: int, surrogate: str
-) -> CrossFit:
-    """Steps 1-2 of the module docstring on masks bool (m, n) and utilities (m,); where the surrogate has several
-    candidates (e.g. penalties), the one with the least kernel-weighted out-of-fold squared residual is kept.
-    With fewer distinct pairs than ``folds``, each pair is its own fold. The folds depend only on (masks, seed,
-    folds), so two cross-fits of different utilities on the same masks and seed share them."""
-    n = masks.shape[1]
+def fold_labels(masks: np.ndarray, seed: int, folds: int) -> np.ndarray:
+    """Step 1: the fold (m,) of each row, labels 0..K-1, K = min(folds, distinct pairs); depends only on (masks,
+    seed, folds), so every cross-fit on the same masks and seed shares it."""
     unit = canonical_pairs(masks)  # a pair and repeats of one coalition share a label
     n_units = int(unit.max()) + 1
     if folds < 2 or n_units < 2:
         raise ValueError(f"cross-fitting needs folds >= 2 (got {folds!r}) and 2 distinct coalition pairs (got "
                          f"{n_units}): evaluate more coalitions")
     folds = min(folds, n_units)  # fewer pairs than folds: leave one pair out
-    fold = (np.random.default_rng(seed).permutation(n_units) % folds)[unit]
+    return (np.random.default_rng(seed).permutation(n_units) % folds)[unit]
+
+
+def crossfit(
+    masks: np.ndarray,
+    utilities: np.ndarray,
+    v0: float,
+    v1: float,
+    *,
+    seed: int,
+    folds: int,
+    surrogate: str,
+    offset: tuple[np.ndarray, np.ndarray] | None = None,
+) -> CrossFit:
+    """Steps 1-2 of the module docstring on masks bool (m, n) and utilities (m,); where the surrogate has several
+    candidates (e.g. penalties), the one with the least kernel-weighted out-of-fold squared residual is kept.
+    With fewer distinct pairs than ``folds``, each pair is its own fold.
+
+    offset = (per-fold offsets on the rows (K, m), at the empty and full coalitions (K, 2)): fold k's surrogate is
+    fitted to the utilities minus its offset and the residuals are taken after both (control.py: b_k q); the
+    values, ends and predictions returned are the surrogate's alone."""
+    n = masks.shape[1]
+    fold = fold_labels(masks, seed, folds)
+    K = int(fold.max()) + 1
+    rows, corners_offset = offset if offset is not None else (np.zeros((K, len(utilities))), np.zeros((K, 2)))
+    target = utilities - rows  # (K, m)
+    ends_target = np.array([v0, v1]) - corners_offset  # (K, 2)
     corners = np.array([np.zeros(n, bool), np.ones(n, bool)])
     try:
-        fits = [fit_surrogate(surrogate, masks[fold != k], utilities[fold != k], v0, v1, seed + k)
-                for k in range(folds)]
+        fits = [fit_surrogate(surrogate, masks[fold != k], target[k, fold != k], *ends_target[k], seed + k)
+                for k in range(K)]
     except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:  # a numerical failure of the fit
         raise SurrogateFitError(f"the {surrogate} surrogate could not be fitted ({err})") from err
     candidates = []
     for j in range(len(fits[0])):
         residuals = np.empty(len(utilities))
         for k, candidate in enumerate(fits):
-            residuals[fold == k] = utilities[fold == k] - candidate[j].predict(masks[fold == k])
+            residuals[fold == k] = target[k, fold == k] - candidate[j].predict(masks[fold == k])
         fold_values = {index: np.array([f[j].values[index] for f in fits]) for index in fits[0][j].values}
         ends = np.array([f[j].predict(corners) for f in fits])
         if all(np.isfinite(a).all() for a in (residuals, ends, *fold_values.values())):

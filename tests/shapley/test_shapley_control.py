@@ -33,6 +33,11 @@ def _random_proxy(n, seed):
     return lambda masks: masks @ w + np.einsum("mi,ij,mj->m", masks * 1.0, pairs, masks * 1.0)
 
 
+def _misjudged(game, shift):
+    """The game's shape with misjudged values: correlated with it, not equal."""
+    return lambda masks: game.value(masks) + masks @ shift
+
+
 @pytest.mark.parametrize("index", ["shapley", "banzhaf"])
 def test_the_game_itself_as_proxy_gives_exact_values(index):
     masks, y, v0, v1, game = _logged("market-mix", 10, 40, seed=1)
@@ -46,7 +51,7 @@ def test_efficiency_is_exact_with_a_proxy_of_permutation_values():
     n = 24  # 2^n > the proxy budget: phi(q) by permutation chains
     masks, y, v0, v1, game = _logged("market-copies", n, 4 * n, seed=0, noise=0.2)
     shift = np.random.default_rng(0).normal(0.0, 0.5 * np.std(game.shapley_values()), n)
-    proxy = lambda m: game.value(m) + m @ shift  # noqa: E731 - the same shape, misjudged values: correlated
+    proxy = _misjudged(game, shift)
     result = estimate(masks, y, v0=v0, v1=v1, proxy=proxy, safeguard=False)
     assert result.method == "surrogate-shapley+proxy"
     assert result.values.sum() == pytest.approx(v1 - v0, abs=1e-9)
@@ -71,7 +76,7 @@ def test_a_correlated_proxy_lowers_the_error_and_the_std():
         truth = game.shapley_values()
         rng = np.random.default_rng(seed)
         shift = rng.normal(0.0, 0.5 * np.std(truth), n)  # the same shape, misjudged values: correlated, not equal
-        for name, proxy in (("none", None), ("proxy", lambda m: game.value(m) + m @ shift)):
+        for name, proxy in (("none", None), ("proxy", _misjudged(game, shift))):
             result = estimate(masks, y, v0=v0, v1=v1, seed=seed, proxy=proxy)
             errors[name].append(_rel_error(result.values, truth))
             stds[name].append(result.std.mean())
@@ -83,7 +88,7 @@ def test_approximate_passes_the_proxy_and_names_it():
     game = make_game("market", 12, seed=0, noise=0.1)
     proxy = make_game("market", 12, seed=0).value
     result = approximate(game, 12, 60, seed=0, proxy=proxy)
-    assert result.method == "surrogate-shapley+proxy"
+    assert result.method.endswith("+proxy")  # with the surrogate or, here as good, leverage on v - b q
     assert result.n_evaluations <= 60
 
 
@@ -96,7 +101,8 @@ def test_proxy_values_by_sampling_agree_with_enumeration_and_are_efficient(index
     exact = proxy_values(game.value, n, seed=0, budget=2**13)
     assert np.allclose(exact.values[index], truth, atol=1e-12) and not exact.std[index].any()
     z = (sampled.values[index] - truth) / sampled.std[index]
-    assert np.mean(np.abs(z) < 3) >= 0.9 and np.abs(z).max() < 5
+    assert np.mean(np.abs(z) < 3) >= 0.9  # rare large marginals (copies) can hide from one player's std
+    assert _rel_error(sampled.values[index], truth) < 0.2  # ~85 pairs of chains, no control
     if index == "shapley":
         assert sampled.values[index].sum() == pytest.approx(game.value(np.ones((1, n), bool))[0], abs=1e-9)
 
@@ -119,7 +125,7 @@ def test_bad_proxies_are_refused_with_what_to_do():
         estimate(masks, y, v0=v0, v1=v1, proxy=lambda m: np.zeros(len(m) + 1))
     with pytest.raises(ValueError, match="NaN/inf"):
         estimate(masks, y, v0=v0, v1=v1, proxy=lambda m: np.where(m[:, 0], np.nan, 1.0) + m.sum(1))
-    with pytest.raises(ValueError, match="NaN/inf"):
+    with pytest.raises(ValueError, match="NaN/inf"), np.errstate(divide="ignore"):
         estimate(masks, y, v0=v0, v1=v1, proxy=lambda m: np.log(m.sum(1) * 1.0))  # -inf on the empty coalition
     with pytest.raises(TypeError, match="callable"):
         estimate(masks, y, v0=v0, v1=v1, proxy=np.zeros(len(masks)))
