@@ -15,7 +15,7 @@ STAGES = {"train": "full", "prune": "prune", "finetune": "finetune"}
 @click.option("--stage", type=click.Choice(sorted(STAGES)), required=True)
 @attribute_options
 def main(stage: str, **options) -> None:
-    request = validated(**options)
+    request = validated(**{**options, "proxy": False})  # a stage estimates nothing: no data proxy to compute
     runs = run_stages(request, STAGES[stage], progress=True)
     for name, run_id in runs.items():
         print(f"{name}: run {run_id}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from shapflow.attribution.driver import Driver
-from shapflow.attribution.plan import plan
+from shapflow.attribution.plan import Proxy, plan
 from shapflow.attribution.report import image_grid, precision, report_from_table, self_check, write_check
 from shapflow.attribution.request import Request
 from shapflow.config import identity, stage_key
@@ -133,7 +133,8 @@ def _report(tracker: Tracker, request: Request, study: Study, parent: str, study
     """The values table and plots of the study's logged utilities, logged as the attribute run's outputs, with
     their precision and the self-check as metrics."""
     table = utilities_table(tracker, study_id)
-    values, banzhaf, frame = report_from_table(table, request.cfg.name, request.method, folder, plan(request).masks)
+    values, banzhaf, frame = report_from_table(table, request.cfg.name, request.method, folder, plan(request).masks,
+                                               proxy=request.proxy)
     checked = self_check(table, {"shapley": values, "banzhaf": banzhaf})
     if checked:
         write_check(folder, checked)
@@ -150,16 +151,18 @@ def _report(tracker: Tracker, request: Request, study: Study, parent: str, study
     return AttributeResult(parent, tracker.experiment_id, study_id, frame, run.info.artifact_uri, evaluated)
 
 
-def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, method: str) -> tuple[str, pd.DataFrame]:
-    """Estimate values from a study's LOGGED utilities with ``method``; log them as a new ``estimate`` run
-    (nested under the attribute run ``parent``: a logged run is never overwritten)."""
+def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, method: str,
+               proxy: Proxy | None = None) -> tuple[str, pd.DataFrame]:
+    """Estimate values from a study's LOGGED utilities with ``method`` (and the data ``proxy``, computed from the
+    data, so a study logged before proxies existed can use one); log them as a new ``estimate`` run (nested under
+    the attribute run ``parent``: a logged run is never overwritten)."""
     table = utilities_table(tracker, study_id)
     with tempfile.TemporaryDirectory(prefix="shapflow-estimate-") as tmp:
-        _, _, frame = report_from_table(table, use_case, method, Path(tmp))
+        _, _, frame = report_from_table(table, use_case, method, Path(tmp), proxy=proxy)
         tags = {STAGE_TAG: "estimate", USE_CASE_TAG: use_case, "shapflow.of_study": study_id}
         run_id = tracker.start(f"estimate · {use_case} · {method}", tags, parent=parent)
         tracker.log(run_id, params={"method": method, "coalitions": int((table["stage"] == "coalition").sum()),
-                                    "study": study_id},
+                                    "study": study_id, "proxy": str(proxy is not None).lower()},
                     metrics={f"value.{r.contributor}": r.value for r in frame.itertuples()})
         tracker.call("log_artifacts", run_id, tmp)
         tracker.end(run_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from shapflow.attribution import reestimate, report_from_table, run_attribute
+from shapflow.attribution import masks_of, reestimate, report_from_table, run_attribute
 from shapflow.cli.errors import BoundaryGroup
 from shapflow.cli.evaluate import evaluate_group
 from shapflow.cli.models import models_group
@@ -22,8 +22,17 @@ from shapflow.cli.scaleout import coalitions_group, server_group
 from shapflow.config import ConfigError, load_use_case
 from shapflow.data.assets import check_use_case, format_table
 from shapflow.shapley import DEFAULT_METHOD, METHODS
-from shapflow.tracking import Tracker, default_tracking_uri, latest_experiment, open_tracker, studies, utilities_table
+from shapflow.tracking import (
+    Tracker,
+    default_tracking_uri,
+    latest_experiment,
+    open_tracker,
+    studies,
+    study_config,
+    utilities_table,
+)
 from shapflow.tracking.store import runs_page
+from shapflow.utility import DataProxy, check_proxy, load_proxy
 
 __all__ = ["main"]
 
@@ -78,7 +87,8 @@ def run_command(**options) -> None:
 @click.option("--study", default=None, help="Study id prefix [default: the newest attribute run's].")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 def utilities_command(experiment: str | None, study: str | None, fmt: str) -> None:
-    """List the logged coalition utilities (masks and property values) of an experiment.
+    """List the logged coalition utilities (masks and property values, with the data proxy q beside v) of an
+    experiment.
 
     \b
     Examples:
@@ -87,19 +97,36 @@ def utilities_command(experiment: str | None, study: str | None, fmt: str) -> No
     """
     tracker, study_id, _ = _study(experiment, study)
     table = utilities_table(tracker, study_id)
+    if "proxy" in table:  # q(S) beside v(S)
+        table = table[["coalition_id", "mask", "size", "contributors", "role", "utility", "proxy",
+                       *(c for c in table.columns if c not in ("coalition_id", "mask", "size", "contributors", "role",
+                                                                "utility", "proxy"))]]
     if fmt == "csv":
         click.echo(table.to_csv(index=False), nl=False)
     elif fmt == "json":
         click.echo(table.to_json(orient="records", indent=1))
     else:
         click.echo(table.drop(columns=["run_id"]).to_string(index=False))
+    if "proxy" not in table:
+        click.echo("(no proxy column: this study was logged without the data proxy; `shapflow reestimate` computes "
+                   "it from the data)", err=True)
 
 
-def _reestimate(experiment: str | None, method: str, study: str | None) -> None:
+def _study_proxy(tracker: Tracker, study_id: str) -> DataProxy | None:
+    """The data proxy of a logged study, computed from its data (its config read back from its upstream model), and
+    checked on its logged coalitions; None where it is constant (with a warning)."""
+    table = utilities_table(tracker, study_id)
+    cfg = study_config(tracker, study_id)
+    return check_proxy(load_proxy(cfg), masks_of(table[table["stage"] == "coalition"]),
+                       f"the data proxy ({cfg.property.name})")
+
+
+def _reestimate(experiment: str | None, method: str, study: str | None, proxy: bool = True) -> None:
     tracker, study_id, parent = _study(experiment, study)
+    data_proxy = _study_proxy(tracker, study_id) if proxy else None
     try:
         use_case = parent.data.params.get("study.use_case", "")
-        run_id, frame = reestimate(tracker, study_id, parent.info.run_id, use_case, method)
+        run_id, frame = reestimate(tracker, study_id, parent.info.run_id, use_case, method, data_proxy)
     except ValueError as err:
         raise click.UsageError(f"{method} cannot use these utilities: {err}") from None
     click.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a"))
@@ -121,15 +148,19 @@ def _with_reestimate_options(command):
 
 @main.command("reestimate")
 @_with_reestimate_options
-def reestimate_command(experiment: str | None, method: str, study: str | None) -> None:
+@click.option("--proxy", type=click.BOOL, default=True, show_default=True,
+              help="Use the data proxy (the property of each coalition's own real images, computed from the study's "
+                   "data, so older studies get it too) as the control variate of the methods that take one.")
+def reestimate_command(experiment: str | None, method: str, study: str | None, proxy: bool) -> None:
     """Estimate values from LOGGED utilities with any estimator; log them as a new run; print the table.
 
     \b
     Examples:
       shapflow reestimate --experiment digits --method kernelshap-paired
       shapflow reestimate --method banzhaf-msr
+      shapflow reestimate --proxy false       # the default estimator without the data proxy
     """
-    _reestimate(experiment, method, study)
+    _reestimate(experiment, method, study, proxy)
 
 
 @main.command("attribute", hidden=True)

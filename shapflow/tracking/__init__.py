@@ -13,6 +13,7 @@ from shapflow.tracking.runs import (
     latest_experiment,
     parent_run,
     studies,
+    study_config,
     utilities_table,
 )
 from shapflow.tracking.stages import TrackedStore
@@ -37,4 +38,5 @@ __all__ = ["CLAIM_ATTEMPTS", "HEARTBEAT_TAG", "KEY_TAG", "LINK_TAG", "OWNER_TAG"
            "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Contributors", "FinishedLookup", "Finisher", "NoSuchExperiment",
            "RegisteredModel", "RunStopped", "TrackedStore", "Tracker", "client_for", "code_version",
            "default_tracking_uri", "latest_experiment", "load_registered", "log_training_input", "open_tracker",
-           "owner_alive", "parent_run", "register_stage", "resolve_model", "studies", "utilities_table"]
+           "owner_alive", "parent_run", "register_stage", "resolve_model", "studies", "study_config",
+           "utilities_table"]

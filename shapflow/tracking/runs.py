@@ -6,18 +6,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from shapflow.config import InputError, UseCaseConfig, from_dict
 from shapflow.tracking.store import STAGE_TAG, STUDY_TAG, Tracker, client_for, default_tracking_uri
+from shapflow.utility import read_stage_meta
 
 __all__ = ["LINK_TAG", "FinishedLookup", "RunStopped", "discard_when_ended", "latest_experiment", "parent_run",
-           "studies", "utilities_table"]
+           "studies", "study_config", "utilities_table"]
 
 LINK_TAG = "shapflow.linked_run"  # an ``mlflow run`` run of another experiment <-> the run shapflow logged into
 
@@ -106,6 +110,19 @@ def utilities_table(tracker: Tracker, study: str) -> pd.DataFrame:
     if frame.empty:
         return frame
     return frame.sort_values("coalition_id", kind="stable").drop_duplicates("coalition_id").reset_index(drop=True)
+
+
+def study_config(tracker: Tracker, study: str) -> UseCaseConfig:
+    """The use-case config a study's coalitions were evaluated with: the ``stage.json`` of the pruned fine-tuned
+    model its coalition runs name as ``upstream_run`` (so its data and property can be rebuilt, e.g. for a proxy)."""
+    runs = tracker.search(f"tags.`{STUDY_TAG}` = '{study}' AND tags.`{STAGE_TAG}` = 'coalition'", max_results=1)
+    upstream = runs[0].data.params.get("upstream_run", "-") if runs else "-"
+    if upstream == "-":
+        raise InputError(f"study {study[:12]} has no coalition run naming its upstream model: its config cannot be "
+                         "read back (run without the proxy)")
+    with tempfile.TemporaryDirectory(prefix="shapflow-study-") as tmp:
+        folder = tracker.download(upstream, "model/stage.json", Path(tmp)).parent
+        return from_dict(UseCaseConfig, read_stage_meta(folder)["use_case"])
 
 
 def studies(tracker: Tracker) -> Iterator[tuple[str, Run]]:
