@@ -6,7 +6,9 @@ attribute run of the store at MLFLOW_TRACKING_URI, or --experiment/--study), reb
 config, and prints for both: Pearson and Spearman correlation with v(S) over the planned and the held-out
 self-check coalitions, and microseconds per coalition on a batch of random masks (with the ratio).
 
-    MLFLOW_TRACKING_URI=sqlite:///mlruns.db python benchmarks/proxy.py --experiment digits
+    MLFLOW_TRACKING_URI=sqlite:///mlruns.db python -P benchmarks/proxy.py --experiment digits
+
+(-P: benchmarks/kernels.py must not shadow the ``kernels`` package transformers imports.)
 """
 
 from __future__ import annotations
