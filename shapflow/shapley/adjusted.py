@@ -44,7 +44,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .control import PROXY_BUDGET, proxy_crossfits, proxy_rows
-from .crossfit import CrossFit, SurrogateFitError, crossfit, jackknife_var
+from .crossfit import CrossFit, SurrogateFitError, crossfit, jackknife_var, kernel_weights
 from .leverage import leverage_fit, ridge_gcv
 from .regression import canonical_pairs, hc3_terms, sandwich_std
 from .results import ShapleyResult, check_inputs, make_result, pool_duplicates
@@ -63,6 +63,8 @@ __all__ = [
 ]
 
 DEFAULT_FOLDS = 5
+CROSS_VALIDATE_BELOW = 4  # coalitions per player below which the safeguard compares held-out losses
+SAFEGUARD_Z = 0.5  # there, a surrogate replaces the plain fit where its held-out loss is lower by > 0.5 std errors
 DEFAULT_SURROGATE = "saturating"
 
 
@@ -120,41 +122,73 @@ def _plain(masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, index
     return make_result(values, np.sqrt(std**2 + shift**2), masks, len(masks), f"surrogate-{index}:fallback-{name}")
 
 
-def _candidate(
-    masks: np.ndarray, v0: float, v1: float, fit: CrossFit, index: str, name: str
-) -> tuple[ShapleyResult, float]:
-    """Step 3 for one index and one cross-fit: the result and its estimated mean squared error (with shift^2)."""
+def _candidate(masks: np.ndarray, v0: float, v1: float, fit: CrossFit, index: str, name: str) -> ShapleyResult:
+    """Step 3 for one index and one cross-fit."""
     r0, r1 = v0 - fit.ends[:, 0].mean(), v1 - fit.ends[:, 1].mean()
-    correction, std, shift = PLAIN[index][0](masks, fit.residuals, r0, r1)
+    correction, std, _ = PLAIN[index][0](masks, fit.residuals, r0, r1)
     variance = jackknife_var(fit.fold_values[index]) + std**2 + fit.extra_var.get(index, 0.0)
     values = fit.fold_values[index].mean(axis=0) + correction
-    result = make_result(values, np.sqrt(variance), masks, len(masks), name)
-    return result, float(np.mean(variance + shift**2))  # like for like with the plain fit: both with shift^2
+    return make_result(values, np.sqrt(variance), masks, len(masks), name)
 
 
-def _adjusted(
+def held_out_loss(masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, fit: CrossFit) -> np.ndarray:
+    """How far a cross-fit's Shapley estimate is from the truth, up to a constant: the kernel-weighted squared error
+    of the additive predictor v0 + x_S . phi_k on the rows of fold k, phi_k the estimate made without them
+    (fold k's surrogate values + Leverage SHAP on the other folds' residuals).
+
+    Over all coalitions with the Shapley kernel's weights this loss is L(phi) + alpha |phi_k - phi|^2 for any
+    efficient phi_k (the Shapley value is the kernel-weighted best additive fit), so comparing it between
+    estimators compares their errors; the rows' per-size weights make it an unbiased estimate on any design.
+    Returns the per-row terms (m,), whose sum is the loss."""
+    weight, loss = kernel_weights(masks), np.empty(len(utilities))
+    for k in range(len(fit.ends)):
+        train, test = fit.fold != k, fit.fold == k
+        r0, r1 = v0 - fit.ends[k, 0], v1 - fit.ends[k, 1]
+        phi = fit.fold_values["shapley"][k] + leverage_fit(masks[train], fit.residuals[train], r0, r1)[0]
+        loss[test] = weight[test] * (utilities[test] - v0 - masks[test] @ phi) ** 2
+    return loss
+
+
+def _errors(masks: np.ndarray, v0: float, v1: float, fit: CrossFit) -> tuple[float, float]:
+    """A cross-fit's estimated Shapley variance and mean squared error (variance + the residual ridge's shift^2),
+    averaged over contributors."""
+    r0, r1 = v0 - fit.ends[:, 0].mean(), v1 - fit.ends[:, 1].mean()
+    _, std, shift = leverage_fit(masks, fit.residuals, r0, r1)
+    variance = jackknife_var(fit.fold_values["shapley"]) + std**2 + fit.extra_var.get("shapley", 0.0)
+    return float(np.mean(variance)), float(np.mean(variance + shift**2))
+
+
+def _choose(
     masks: np.ndarray,
     utilities: np.ndarray,
     v0: float,
     v1: float,
     fits: list[tuple[CrossFit, str]],
-    index: str,
-    safeguard: bool,
-    direct: CrossFit | None = None,
-) -> ShapleyResult:
-    """Step 3 for one index: the first of `fits` (cross-fit, name suffix), or (safeguard) the one of them with the
-    least estimated variance (like for like: one residual estimator), and then, where its estimated error is
-    smaller (all with the ridge shift^2), the plain fit or the plain fit with the proxy (`direct`: no surrogate)."""
-    name = f"surrogate-{index}"
-    candidates = [_candidate(masks, v0, v1, fit, index, f"{name}{suffix}") for fit, suffix in fits]
-    if not safeguard:
-        return candidates[0][0]
-    best = min(candidates, key=lambda c: float(np.mean(c[0].std ** 2)))
-    plain = _plain(masks, utilities, v0, v1, index)
-    finalists = [best, (plain, float(np.mean(plain.std**2)))]
-    if direct is not None:
-        finalists.append(_candidate(masks, v0, v1, direct, index, f"{plain.method}+proxy"))
-    return min(finalists, key=lambda c: c[1])[0]
+    direct: CrossFit | None,
+) -> tuple[CrossFit, str] | None:
+    """The safeguard, on the Shapley estimates (the choice holds for both indices): one of the surrogate fits, the
+    fit with the proxy and no surrogate (`direct`), or None for the plain fit.
+
+    Below CROSS_VALIDATE_BELOW x n coalitions (where the ridge shift of a near-interpolating plain fit says nothing
+    about its error), by held-out loss (held_out_loss): the surrogate fit with the least, kept only where it is
+    below the plain fit's by more than SAFEGUARD_Z standard errors of the difference (pairs as units). Above, the
+    surrogate fit with the least estimated variance, then whichever of it, `direct` and the plain fit has the least
+    estimated mean squared error (variance + shift^2, like for like)."""
+    fold, K, n = fits[0][0].fold, len(fits[0][0].ends), masks.shape[1]
+    zeros = {index: np.zeros((K, n)) for index in PLAIN}
+    bare = CrossFit("none", zeros, np.zeros((K, 2)), utilities, fold, fits[0][0].predict, {})
+    if len(masks) >= CROSS_VALIDATE_BELOW * n:
+        best = min(fits, key=lambda f: _errors(masks, v0, v1, f[0])[0])
+        finalists = [best, *([(direct, "+proxy")] if direct is not None else []), (bare, "")]
+        chosen = min(finalists, key=lambda f: _errors(masks, v0, v1, f[0])[1])
+        return None if chosen[0] is bare else chosen
+    options = [*fits, *([(direct, "+proxy")] if direct is not None else [])]
+    losses = [held_out_loss(masks, utilities, v0, v1, fit) for fit, _ in options]
+    best_index = int(np.argmin([loss.sum() for loss in losses]))
+    difference = held_out_loss(masks, utilities, v0, v1, bare) - losses[best_index]
+    gain = np.bincount(canonical_pairs(masks), weights=difference)
+    margin = SAFEGUARD_Z * np.sqrt(len(gain)) * gain.std(ddof=1) if len(gain) > 1 else 0.0
+    return options[best_index] if gain.sum() > margin else None
 
 
 def estimate_indices(
@@ -198,11 +232,20 @@ def estimate_indices(
                 controlled, direct = proxy_crossfits(masks, utilities, v0, v1, fit, q_rows, proxy, options,
                                                      proxy_budget)
                 fits = [(controlled, "+proxy"), *fits] if controlled is not None else fits
+            chosen = _choose(masks, utilities, v0, v1, fits, direct) if safeguard else fits[0]
         except SurrogateFitError as err:
             warnings.warn(f"surrogate estimators: {err}; falling back to the plain fits (leverage, Banzhaf "
                           "regression), whose values and error bars stand on their own", stacklevel=2)
             return {index: _plain(masks, utilities, v0, v1, index) for index in PLAIN}
-        return {index: _adjusted(masks, utilities, v0, v1, fits, index, safeguard, direct) for index in PLAIN}
+        results = {}
+        for index in PLAIN:
+            if chosen is None:
+                results[index] = _plain(masks, utilities, v0, v1, index)
+            else:
+                plain_name = f"surrogate-{index}:fallback-{PLAIN[index][1]}"
+                name = f"{plain_name}+proxy" if chosen[0] is direct else f"surrogate-{index}{chosen[1]}"
+                results[index] = _candidate(masks, v0, v1, chosen[0], index, name)
+        return results
 
 
 def _one_size(masks: np.ndarray) -> bool:
