@@ -13,21 +13,34 @@ exact for these polynomials at any n) and the classic games (pairwise, airport, 
     python benchmarks/estimators.py            # n in {16, 48, 258}, budgets 2n, 5n, 10n, 3 seeds
     python benchmarks/estimators.py --quick    # n in {16, 48}, 2 seeds
     python benchmarks/estimators.py --json rows.json
+
+--properties: the property-shaped games of shapley/property_games.py (diversity, quality, fid, coverage), budgets
+2n/3n/5n/10n, noise 0.1 and 0.25 (std relative to the RMS of the values), leverage vs the default without and with
+a correlated proxy game (the same property on perturbed per-contributor quantities), and shapiq 1.8's rows from a
+separate Python 3.12 interpreter (--shapiq-python; games exported to .npz, run by benchmarks/shapiq_rows.py).
+Reference values: enumeration at n = 16, permutations around a fitted surrogate above (cached in --cache).
+
+    python benchmarks/estimators.py --properties --shapiq-python /tmp/cv/shapiq-venv/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from shapflow.shapley import DEFAULT_METHOD, approximate, make_game
 from shapflow.shapley.games import MARKET_GAMES
+from shapflow.shapley.property_games import PROPERTY_GAMES, PropertyGame, make_property_game, reference_values
+from shapflow.shapley.samplers import sample_leverage
 
 __all__ = ["main", "run_grid"]
 
@@ -178,6 +191,112 @@ def print_wins(rows: list[dict]) -> None:
     print("\n" + ", ".join(f"{k}n: default best in {sum(v)}/{len(v)} cells" for k, v in sorted(wins.items())))
 
 
+PROPERTY_LABELS = ("leverage", "surrogate-shapley", "surrogate-shapley+proxy")
+PROXY_SCALE = 1.0  # perturbation of the proxy's per-contributor quantities: Pearson ~0.8-0.95 with v (printed)
+REFERENCE_BUDGET = {48: 4_000_000, 258: 8_000_000}  # Shapley-only evaluations per reference above n = 16
+
+
+def property_truth(shape: str, n: int, cache: Path) -> tuple[np.ndarray, float]:
+    """Reference Shapley values (n,) of the noise-free property game and their relative Monte Carlo error, cached."""
+    path = cache / f"{shape}-n{n}.npz"
+    if not path.exists():
+        game = make_property_game(shape, n, seed=0)
+        values, std = reference_values(game.value, n, REFERENCE_BUDGET.get(n, 0), indices=("shapley",))
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(path, truth=values["shapley"], std=std["shapley"])
+    data = np.load(path)
+    return data["truth"], float(np.linalg.norm(data["std"]) / np.linalg.norm(data["truth"]))
+
+
+def _noisy(shape: str, n: int, noise: float, truth: np.ndarray, seed: int) -> PropertyGame:
+    """The property game with per-evaluation noise `noise` x the RMS of its values, from a per-repeat stream."""
+    game = make_property_game(shape, n, seed=0)
+    return PropertyGame(shape, game.params, noise * float(np.sqrt(np.mean(truth**2))), seed=1000 + seed)
+
+
+def run_property_cell(shape: str, n: int, noise: float, budget: int, seeds: int, truth: np.ndarray) -> list[dict]:
+    """Leverage, the default and the default with the proxy on one (shape, n, noise, budget), averaged over seeds."""
+    errors: dict[str, list[float]] = defaultdict(list)
+    coverage: dict[str, list[float]] = defaultdict(list)
+    pearson = []
+    for seed in range(seeds):
+        proxy = make_property_game(shape, n, seed=0).proxy(PROXY_SCALE, seed=7)
+        masks = sample_leverage(n, budget - 2, seed).masks
+        pearson.append(float(np.corrcoef(make_property_game(shape, n, seed=0).value(masks), proxy(masks))[0, 1]))
+        for label in PROPERTY_LABELS:
+            method, options = (DEFAULT_METHOD, {"proxy": proxy}) if label.endswith("+proxy") else (label, {})
+            game = _noisy(shape, n, noise, truth, seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = approximate(game, n, budget, method, seed=seed, **options)
+            errors[label].append(_rel_error(result.values, truth))
+            coverage[label].append(_coverage(result.values, result.std, truth))
+    return [
+        {"method": label, "n": n, "budget": budget, "game": shape, "noise": noise, "target": "shapley",
+         "rel_error": float(np.mean(e)), "coverage": float(np.mean(coverage[label])),
+         "pearson": float(np.mean(pearson))}
+        for label, e in errors.items()
+    ]
+
+
+def export_for_shapiq(folder: Path, shape: str, n: int, noise: float, truth: np.ndarray, budgets: list[int],
+                      seeds: int) -> Path:
+    """The game as an .npz that benchmarks/shapiq_rows.py rebuilds under Python 3.12."""
+    game = _noisy(shape, n, noise, truth, 0)
+    path = folder / f"{shape}-n{n}-noise{noise}.npz"
+    params = {f"param_{key}": value for key, value in game.params.items()}
+    np.savez(path, shape=shape, n=n, noise=noise, noise_std=game.noise_std, truth=truth, budgets=np.array(budgets),
+             seeds=seeds, **params)
+    return path
+
+
+def shapiq_rows(python: str, games: list[Path], folder: Path) -> list[dict]:
+    """Run shapiq_rows.py with the 3.12 interpreter on the exported games; its rows (none if it fails: said why)."""
+    out = folder / "shapiq-rows.json"
+    script = Path(__file__).with_name("shapiq_rows.py")
+    done = subprocess.run([python, str(script), "--out", str(out), *map(str, games)], capture_output=True, text=True)
+    if done.returncode:
+        print(f"# shapiq rows failed ({python}): {done.stderr.strip().splitlines()[-1:]}")
+        return []
+    return json.loads(out.read_text())
+
+
+def run_properties(ns: list[int], seeds_for: Callable[[int], int], cache: Path, python: str | None) -> list[dict]:
+    """The property grid: every shape, n, noise (0.1, 0.25) and budget (2n, 3n, 5n, 10n); shapiq rows joined."""
+    rows, exported = [], []
+    for n in ns:
+        budgets = [k * n for k in (2, 3, 5, 10)]
+        for shape in PROPERTY_GAMES:
+            truth, mc = property_truth(shape, n, cache)
+            print(f"# {shape} n={n}: reference Monte Carlo error {mc:.3f} ({time.strftime('%X')})", flush=True)
+            for noise in (0.1, 0.25):
+                for budget in budgets:
+                    rows += run_property_cell(shape, n, noise, budget, seeds_for(n), truth)
+                exported.append(export_for_shapiq(cache, shape, n, noise, truth, budgets, seeds_for(n)))
+    if python:
+        rows += shapiq_rows(python, exported, cache)
+    return rows
+
+
+def print_property_tables(rows: list[dict]) -> None:
+    """Per shape: error by (n, noise, budget) for every method; coverage; what the proxy removes; the checks."""
+    for shape in PROPERTY_GAMES:
+        chosen = [r for r in rows if r["game"] == shape]
+        methods = list(dict.fromkeys(r["method"] for r in chosen))
+        cell = {(r["n"], r["noise"], r["budget"], r["method"]): r for r in chosen}
+        print(f"\n#### {shape}: mean relative error (coverage of the 95% intervals)\n")
+        print("| n | noise | budget | pearson(q, v) | " + " | ".join(methods) + " |")
+        print("|---|---|---|---|" + "---|" * len(methods))
+        for n, noise, budget in sorted({(r["n"], r["noise"], r["budget"]) for r in chosen}):
+            shown = []
+            for m in methods:
+                r = cell.get((n, noise, budget, m))
+                cov = "" if r is None or not np.isfinite(r["coverage"]) else f" ({r['coverage']:.2f})"
+                shown.append("" if r is None else f"{r['rel_error']:.3f}{cov}")
+            pearson = cell.get((n, noise, budget, "surrogate-shapley+proxy"), {}).get("pearson", np.nan)
+            print(f"| {n} | {noise} | {budget} ({budget // n}n) | {pearson:.2f} | " + " | ".join(shown) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small grid: n in {16, 48}, 2 seeds")
@@ -186,7 +305,23 @@ def main() -> None:
     parser.add_argument("--methods", type=str, default=None, help=f"comma-separated labels of {list(VARIANTS)}")
     parser.add_argument("--ns", type=str, default=None, help="comma-separated n (default 16,48,258; quick 16,48)")
     parser.add_argument("--json", type=str, default=None, help="write the rows to this JSON file")
+    parser.add_argument("--properties", action="store_true", help="the property-shaped games with proxies")
+    parser.add_argument("--shapiq-python", type=str, default=None, help="Python >= 3.12 with shapiq 1.8 installed")
+    parser.add_argument("--cache", type=str, default="/tmp/shapflow-bench", help="reference values, exported games")
+    parser.add_argument("--seeds-258", type=int, default=1, help="repetitions per cell at n = 258 (--properties)")
     args = parser.parse_args()
+    if args.properties:
+        ns = [int(n) for n in args.ns.split(",")] if args.ns else [16, 48, 258]
+        seeds = args.seeds or 3
+        start = time.time()
+        rows = run_properties(ns, lambda n: args.seeds_258 if n >= 258 else seeds, Path(args.cache),
+                              args.shapiq_python)
+        print_property_tables(rows)
+        print(f"\n# {len(rows)} rows, {seeds} seeds per cell ({args.seeds_258} at n = 258), "
+              f"{time.time() - start:.0f} s; {sys.version.split()[0]}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return
     if not shapiq_approximators(10):
         print("# shapiq is not installed: its rows are skipped (pip install -e \".[bench]\")")
     ns = [int(n) for n in args.ns.split(",")] if args.ns else [16, 48] if args.quick else [16, 48, 258]

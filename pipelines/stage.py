@@ -14,7 +14,7 @@ STAGES = {"train": "full", "prune": "prune", "finetune": "finetune"}
 @click.option("--stage", type=click.Choice(sorted(STAGES)), required=True)
 @attribute_options
 def main(stage: str, **options) -> None:
-    request = validated(**options)
+    request = validated(**{**options, "proxy": False})  # a stage estimates nothing: no data proxy to compute
     from shapflow.attribution import run_stages  # after validation: start-up speed of a rejection
 
     runs = run_stages(request, STAGES[stage], progress=True)

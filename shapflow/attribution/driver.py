@@ -81,14 +81,15 @@ class Driver:
         return identity("coalition", self.study_id, mask_key(mask), self.request.cfg.sft.seed)
 
     def log_outcome(self, run_id: str, cid: str, mask: np.ndarray, outcome: CoalitionResult | Outcome) -> Path:
-        """Log params and metrics (utility, properties, sFT/sampling/scoring seconds) of one run, and the data it
-        trained on as its input (the coalition's part; v(all): the market; v(empty): none); returns its
-        sample grid, the artifact ``get_or_run`` uploads before the run ends."""
+        """Log params and metrics (utility, the data proxy q(S), properties, sFT/sampling/scoring seconds) of one
+        run, and the data it trained on as its input (the coalition's part; v(all): the market; v(empty): none);
+        returns its sample grid, the artifact ``get_or_run`` uploads before the run ends."""
         timings = {"sft_seconds": outcome.timings.get("train_seconds", 0.0),
                    "sampling_seconds": outcome.timings.get("sample_seconds", 0.0),
                    "scoring_seconds": outcome.timings.get("score_seconds", 0.0)}
+        proxy = {} if self.request.proxy is None else {"proxy": float(self.request.proxy(mask[None])[0])}
         self.tracker.log(run_id, params=self.params(cid, mask),
-                         metrics={"utility": outcome.utility, **outcome.properties, **timings})
+                         metrics={"utility": outcome.utility, **proxy, **outcome.properties, **timings})
         if mask.any():
             part = self.contributors.dataset() if mask.all() else self.contributors.coalition(mask, cid)
             log_training_input(self.tracker, run_id, part)
@@ -232,7 +233,7 @@ class Driver:
         """Values from the design's coalitions logged so far (None while too few to estimate)."""
         try:
             return estimate_from_table(utilities_table(self.tracker, self.study_id), self.request.method,
-                                       plan(self.request).masks)
+                                       plan(self.request).masks, self.request.proxy)
         except (ValueError, KeyError, np.linalg.LinAlgError):
             return None
 

@@ -3,18 +3,22 @@ into an estimator: the design's own rows, in plan order, with the endpoints as v
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
 from shapflow.attribution.request import Request
 from shapflow.config import ConfigError
-from shapflow.shapley import SAMPLERS, Coalitions, ShapleyResult, default_sampler, estimate, estimate_indices
+from shapflow.shapley import METHODS, SAMPLERS, Coalitions, ShapleyResult, default_sampler, estimate, estimate_indices
 
-__all__ = ["CHECK_ROLE", "HELDOUT_SEED", "batch_of", "bits", "design_rows", "estimate_from_table", "heldout_masks",
-           "indices_from_table", "mask_of", "masks_of", "plan"]
+__all__ = ["CHECK_ROLE", "HELDOUT_SEED", "Proxy", "batch_of", "bits", "design_rows", "estimate_from_table",
+           "heldout_masks", "indices_from_table", "mask_of", "masks_of", "plan", "proxy_options"]
 
 HELDOUT_SEED = 20_250_124  # held-out coalitions never coincide with a sampler's default stream (seed 0)
 CHECK_ROLE = "check"  # the ``role`` param of a held-out coalition an attribute run evaluates to check itself
+Proxy = Callable[[np.ndarray], np.ndarray]  # q(masks bool (m, n)) -> (m,): a cheap game beside the utilities
 
 
 def plan(request: Request) -> Coalitions:
@@ -73,29 +77,38 @@ def design_rows(table: pd.DataFrame, planned: np.ndarray | None) -> pd.DataFrame
     return by_mask.loc[[m for m in wanted if m in by_mask.index]].reset_index(drop=True)
 
 
-def estimate_from_table(table: pd.DataFrame, method: str, planned: np.ndarray | None = None) -> ShapleyResult:
-    """Values from a utilities table: endpoint rows give v0 and v1, the design's coalition rows the rest."""
+def proxy_options(method: str, proxy: Proxy | None) -> dict[str, Proxy]:
+    """``{"proxy": proxy}`` where ``method``'s estimator takes a control variate (the surrogate methods), else {}."""
+    takes = "proxy" in inspect.signature(METHODS[method].estimator).parameters
+    return {"proxy": proxy} if proxy is not None and takes else {}
+
+
+def estimate_from_table(table: pd.DataFrame, method: str, planned: np.ndarray | None = None,
+                        proxy: Proxy | None = None) -> ShapleyResult:
+    """Values from a utilities table: endpoint rows give v0 and v1, the design's coalition rows the rest;
+    ``proxy``: the data proxy, the control variate of the methods that take one."""
     ends = table[table["stage"] == "endpoint"].set_index("coalition_id")["utility"]
     rows = design_rows(table, planned)
     return estimate(masks_of(rows), rows["utility"].to_numpy(float), method, v0=float(ends["v0"]),
-                    v1=float(ends["v1"]))
+                    v1=float(ends["v1"]), **proxy_options(method, proxy))
 
 
-def indices_from_table(table: pd.DataFrame, method: str,
-                       planned: np.ndarray | None = None) -> tuple[ShapleyResult, ShapleyResult | None]:
+def indices_from_table(table: pd.DataFrame, method: str, planned: np.ndarray | None = None,
+                       proxy: Proxy | None = None) -> tuple[ShapleyResult, ShapleyResult | None]:
     """(values by ``method``, Banzhaf values of the same coalitions) from a utilities table; the default
     surrogate-assisted method gives both from one fit. The second is None where ``method`` is already a Banzhaf
-    method or the rows are too few for the surrogate."""
+    method or the rows are too few for the surrogate. ``proxy``: as ``estimate_from_table``."""
     ends = table[table["stage"] == "endpoint"].set_index("coalition_id")["utility"]
     rows = design_rows(table, planned)
     masks, utilities, v0, v1 = masks_of(rows), rows["utility"].to_numpy(float), float(ends["v0"]), float(ends["v1"])
     if method == "surrogate-shapley":
-        both = estimate_indices(masks, utilities, v0=v0, v1=v1)
+        both = estimate_indices(masks, utilities, v0=v0, v1=v1, **proxy_options(method, proxy))
         return both["shapley"], both["banzhaf"]
-    main = estimate(masks, utilities, method, v0=v0, v1=v1)
+    main = estimate(masks, utilities, method, v0=v0, v1=v1, **proxy_options(method, proxy))
     if "banzhaf" in method:
         return main, None
     try:
-        return main, estimate(masks, utilities, "surrogate-banzhaf", v0=v0, v1=v1)
+        return main, estimate(masks, utilities, "surrogate-banzhaf", v0=v0, v1=v1,
+                              **proxy_options("surrogate-banzhaf", proxy))
     except ValueError:
         return main, None

@@ -22,12 +22,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from shapflow.attribution.plan import CHECK_ROLE, design_rows, indices_from_table, masks_of
-from shapflow.shapley import ShapleyResult, estimate
+from shapflow.attribution.plan import CHECK_ROLE, Proxy, design_rows, indices_from_table, masks_of, proxy_options
+from shapflow.shapley import ShapleyResult, estimate, proxy_report
 from shapflow.shapley.lds import MIN_COALITIONS, lds, random_floor
 
 __all__ = ["INDEX_QUESTIONS", "convergence_curve", "image_grid", "label_of", "markdown_table", "plot_convergence",
-           "plot_values", "precision", "report_from_table", "self_check", "values_frame", "write_check", "write_report"]
+           "plot_values", "precision", "proxy_summary", "report_from_table", "self_check", "values_frame",
+           "write_check", "write_report"]
 
 Z95 = 1.96
 INDEX_QUESTIONS = {
@@ -116,15 +117,15 @@ def plot_values(frame: pd.DataFrame, path: Path, title: str) -> Path:
 
 
 def convergence_curve(masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, method: str,
-                      points: int = 8) -> tuple[list[int], np.ndarray]:
+                      points: int = 8, proxy: Proxy | None = None) -> tuple[list[int], np.ndarray]:
     """Values estimated on growing prefixes (sampler order) of the coalitions: (sizes, values (len(sizes), n)).
 
-    Prefixes the estimator rejects (too few coalitions, an unpaired tail) are skipped.
+    Prefixes the estimator rejects (too few coalitions, an unpaired tail) are skipped. ``proxy``: the data proxy.
     """
     sizes, values = [], []
     for m in sorted({int(s) for s in np.linspace(len(masks) / points, len(masks), points)}):
         try:
-            result = estimate(masks[:m], utilities[:m], method, v0=v0, v1=v1)
+            result = estimate(masks[:m], utilities[:m], method, v0=v0, v1=v1, **proxy_options(method, proxy))
         except (ValueError, np.linalg.LinAlgError):
             continue
         sizes.append(m)
@@ -188,21 +189,49 @@ def write_report(folder: Path, names: tuple[str, ...] | list[str], result: Shapl
 
 
 def report_from_table(table: pd.DataFrame, names: tuple[str, ...], title: str, method: str, folder: Path,
-                      planned: np.ndarray | None = None,
-                      notes: tuple[str, ...] = ()) -> tuple[ShapleyResult, ShapleyResult | None, pd.DataFrame]:
+                      planned: np.ndarray | None = None, notes: tuple[str, ...] = (),
+                      proxy: Proxy | None = None) -> tuple[ShapleyResult, ShapleyResult | None, pd.DataFrame]:
     """Values by ``method`` (and the Banzhaf values of the same coalitions) from a utilities table, written with
     their plots into ``folder``: (result, Banzhaf result or None, values table).
 
     ``names``: the contributors in index order (``tracking.logged_names``). ``planned``: the design's masks
-    (see ``plan.design_rows``).
+    (see ``plan.design_rows``). ``proxy``: the data proxy, the control variate of the methods that take one;
+    values.md says how well it tracks v, and ``proxy.csv`` holds q beside v per coalition.
     """
-    values, banzhaf = indices_from_table(table, method, planned)
+    values, banzhaf = indices_from_table(table, method, planned, proxy)
     rows = design_rows(table, planned)
     ends = table[table["stage"] == "endpoint"].set_index("coalition_id")
-    curve = convergence_curve(masks_of(rows), rows["utility"].to_numpy(float), float(ends.loc["v0", "utility"]),
-                              float(ends.loc["v1", "utility"]), method)
-    frame = write_report(folder, names, values, f"{title} · {method}", curve, banzhaf, notes)
+    v0, v1 = float(ends.loc["v0", "utility"]), float(ends.loc["v1", "utility"])
+    curve = convergence_curve(masks_of(rows), rows["utility"].to_numpy(float), v0, v1, method, proxy=proxy)
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = proxy_summary(table, rows, (v0, v1), proxy, folder / "proxy.csv")
+    frame = write_report(folder, names, values, f"{title} · {method}", curve, banzhaf, (*notes, summary))
     return values, banzhaf, frame
+
+
+def proxy_summary(table: pd.DataFrame, rows: pd.DataFrame, ends: tuple[float, float], proxy: Proxy | None,
+                  path: Path) -> str:
+    """The values.md line on the data proxy q: its correlation with v over the design's rows, its coefficient b
+    and the share of the variance left by the surrogate that b q removes; and q beside v of every coalition
+    logged (the self-check ones too) written to ``path`` (CSV). Says so where there is no proxy."""
+    if proxy is None:
+        return ("Data proxy: none (switched off, or constant on these coalitions): the values use the logged "
+                "utilities alone.")
+    logged = table[table["stage"].isin(["coalition", "endpoint"])]
+    q_logged = proxy(masks_of(logged))
+    logged[["coalition_id", "role", "mask", "utility"]].assign(proxy=q_logged).to_csv(path, index=False)
+    masks, utilities = masks_of(rows), rows["utility"].to_numpy(float)
+    if len(rows) < MIN_COALITIONS:
+        return f"Data proxy: q beside v in proxy.csv; too few coalitions ({len(rows)}) to measure how it tracks v."
+    q0, q1 = proxy(np.array([np.zeros(masks.shape[1], bool), np.ones(masks.shape[1], bool)]))
+    try:
+        report = proxy_report(masks, utilities, proxy(masks), v0=ends[0], v1=ends[1], q0=q0, q1=q1)
+    except ValueError as err:
+        return f"Data proxy: q beside v in proxy.csv; its fit to v could not be measured ({err})."
+    return (f"Data proxy q(S) (the property of each coalition's own real images, no training): Pearson "
+            f"{report['pearson']:.2f} (Spearman {report['spearman']:.2f}) with v over the {len(rows)} coalitions; "
+            f"b = {report['b']:.3g}; b q removes {report['variance_removed']:.0%} of the variance the surrogate "
+            "leaves (out of fold); q beside v in proxy.csv.")
 
 
 def self_check(table: pd.DataFrame, results: dict[str, ShapleyResult | None]) -> dict[str, float]:

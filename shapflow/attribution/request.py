@@ -17,9 +17,9 @@ from shapflow.config.request import split_overrides
 from shapflow.data import load_data
 from shapflow.data.assets import require_use_case
 from shapflow.execution import ExecutorSpec
-from shapflow.shapley import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS, min_budget
+from shapflow.shapley import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS, SAMPLERS, default_sampler, min_budget
 from shapflow.testing.smoke import smoke_config
-from shapflow.utility import Family, family_of
+from shapflow.utility import DataProxy, Family, check_proxy, family_of, load_proxy
 
 __all__ = ["Request", "load_config", "parse_request", "split_overrides"]
 
@@ -42,6 +42,7 @@ class Request:
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     check: int = 0  # held-out half-size coalitions evaluated by the same utility to check the values
     stack: int = 1  # coalitions each local process trains and samples together (not part of any coalition's key)
+    proxy: DataProxy | None = field(default=None, compare=False, repr=False)  # q(S): the property of S's own data
 
 
 def load_config(name_or_path: str, overrides: str | tuple[str, ...] = "", tiny: bool = False) -> UseCaseConfig:
@@ -57,7 +58,7 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
                   alias: str | None = None, experiment: str | None = None, tiny: bool = False,
                   until_converged: bool = False, threshold: float = DEFAULT_THRESHOLD, executor: str = "local",
                   ray_address: str | None = None, num_gpus: float = 0.0, max_retries: int = 3,
-                  check: str | int = "auto", stack: int = 1) -> Request:
+                  check: str | int = "auto", stack: int = 1, proxy: bool = True) -> Request:
     """Validate every parameter and check every external asset BEFORE any run exists.
 
     ``budget`` None or 0: 10 n. ``workers`` None or 0: one per core for light families, else one.
@@ -68,6 +69,8 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
     well the values predict them; ``auto``: 10% of the budget (8 to 48, at most 20%), 0: none.
     ``stack``: coalitions each local process trains and samples together in one vmapped loop (the same utilities
     as one at a time; faster where small models leave the device idle).
+    ``proxy``: use the data proxy q(S) (the property of S's own real images, ``shapflow.utility.proxy``) as the
+    estimator's control variate; it is computed and checked here, so a bad one stops the request before any run.
     """
     cfg = load_config(config or use_case, overrides, tiny)
     family = family_of(cfg)
@@ -79,7 +82,8 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
     spec = ExecutorSpec(executor, ray_address or None, float(num_gpus or 0.0), int(max_retries))
     _check_stack(int(stack), cfg, family, spec)
     require_use_case(cfg)
-    n = load_data(cfg.data, cfg.assets).check_market().n_contributors
+    pixels = load_data(cfg.data, cfg.assets).check_market()
+    n = pixels.n_contributors
     budget = budget or 10 * n
     needed = min_budget(method, n) - 2
     if budget < needed:
@@ -93,8 +97,12 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
         raise ConfigError(f"alias={alias!r} is invalid: use letters, digits, - or _ ('latest' is reserved)")
     if not threshold > 0:
         raise ConfigError(f"threshold={threshold} is invalid: use a positive fraction of the value range, e.g. 0.05")
+    data_proxy = None
+    if proxy:
+        planned = SAMPLERS[default_sampler(method)](n, budget, seed).masks
+        data_proxy = check_proxy(load_proxy(cfg, pixels=pixels), planned, f"the data proxy ({cfg.property.name})")
     return Request(cfg, budget, method, seed, workers, alias, experiment or cfg.name, n, until_converged, threshold,
-                   spec, _check_count(check, budget), int(stack))
+                   spec, _check_count(check, budget), int(stack), data_proxy)
 
 
 def _check_stack(stack: int, cfg: UseCaseConfig, family: Family, spec: ExecutorSpec) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from shapflow.attribution.driver import Driver
-from shapflow.attribution.plan import plan
+from shapflow.attribution.plan import Proxy, plan
 from shapflow.attribution.report import image_grid, precision, report_from_table, self_check, write_check
 from shapflow.attribution.request import Request
 from shapflow.config import identity, stage_key
@@ -138,7 +138,7 @@ def _report(tracker: Tracker, request: Request, study: Study, parent: str, study
     their precision and the self-check as metrics."""
     table = utilities_table(tracker, study_id)
     values, banzhaf, frame = report_from_table(table, study.data.names, request.cfg.name, request.method, folder,
-                                               plan(request).masks)
+                                               plan(request).masks, proxy=request.proxy)
     checked = self_check(table, {"shapley": values, "banzhaf": banzhaf})
     if checked:
         write_check(folder, checked)
@@ -156,21 +156,23 @@ def _report(tracker: Tracker, request: Request, study: Study, parent: str, study
 
 
 def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, method: str,
-               planned_by: str | None = None) -> tuple[str, pd.DataFrame]:
-    """Estimate values from a study's LOGGED utilities with ``method``; log them (by contributor index, with the
-    name map) as a new ``estimate`` run nested under the attribute run ``parent``: a logged run is never
-    overwritten. ``planned_by``: the method whose sampler drew the study's coalitions; where ``method`` is biased
-    on that design the run says so in its ``shapflow.design_bias`` tag (``shapley.design_bias``)."""
+               planned_by: str | None = None, proxy: Proxy | None = None) -> tuple[str, pd.DataFrame]:
+    """Estimate values from a study's LOGGED utilities with ``method`` (and the data ``proxy``, computed from the
+    data, so a study logged before proxies existed can use one); log them (by contributor index, with the name
+    map) as a new ``estimate`` run nested under the attribute run ``parent``: a logged run is never overwritten.
+    ``planned_by``: the method whose sampler drew the study's coalitions; where ``method`` is biased on that
+    design the run says so in its ``shapflow.design_bias`` tag (``shapley.design_bias``)."""
     table = utilities_table(tracker, study_id)
     names = logged_names(tracker, tracker.call("get_run", parent), table)
     bias = design_bias(method, default_sampler(planned_by)) if planned_by else None
     with tempfile.TemporaryDirectory(prefix="shapflow-estimate-") as tmp:
-        values, _, frame = report_from_table(table, names, use_case, method, Path(tmp))
+        values, _, frame = report_from_table(table, names, use_case, method, Path(tmp), proxy=proxy)
         tags = {STAGE_TAG: "estimate", USE_CASE_TAG: use_case, "shapflow.of_study": study_id,
                 **({"shapflow.design_bias": bias} if bias else {})}
         run_id = tracker.start(f"estimate · {use_case} · {method}", tags, parent=parent)
         tracker.log(run_id, params={"method": method, "coalitions": int((table["stage"] == "coalition").sum()),
-                                    "study": study_id, **contributor_params(names)},
+                                    "study": study_id, "proxy": str(proxy is not None).lower(),
+                                    **contributor_params(names)},
                     metrics=value_metrics(values.values))
         tracker.call("log_artifacts", run_id, tmp)
         tracker.end(run_id)

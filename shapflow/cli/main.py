@@ -27,6 +27,7 @@ from shapflow.config.request import DEFAULT_METHOD, METHOD_NAMES
 
 if TYPE_CHECKING:
     from shapflow.tracking import Tracker
+    from shapflow.utility import DataProxy
 
 __all__ = ["LazyGroup", "main"]
 
@@ -109,7 +110,8 @@ def run_command(**options) -> None:
 @click.option("--study", default=None, help="Study id prefix [default: the newest attribute run's].")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 def utilities_command(experiment: str | None, study: str | None, fmt: str) -> None:
-    """List the logged coalition utilities (masks, members as a JSON list of names, property values) of a study.
+    """List the logged coalition utilities (masks, members as a JSON list of names, property values, and the data
+    proxy q beside v) of a study.
 
     \b
     Examples:
@@ -122,25 +124,45 @@ def utilities_command(experiment: str | None, study: str | None, fmt: str) -> No
     table = utilities_table(tracker, study_id)
     if len(table):
         table = with_members(table, logged_names(tracker, parent, table))
+    if "proxy" in table:  # q(S) beside v(S)
+        front = [c for c in ("coalition_id", "mask", "size", "contributors", "role", "utility", "proxy") if c in table]
+        table = table[[*front, *(c for c in table.columns if c not in front)]]
     if fmt == "csv":
         click.echo(table.to_csv(index=False), nl=False)
     elif fmt == "json":
         click.echo(table.to_json(orient="records", indent=1))
     else:
         click.echo(table.drop(columns=["run_id"]).to_string(index=False))
+    if "proxy" not in table:
+        click.echo("(no proxy column: this study was logged without the data proxy; `shapflow reestimate` computes "
+                   "it from the data)", err=True)
 
 
-def _reestimate(experiment: str | None, method: str, study: str | None) -> None:
+def _study_proxy(tracker: Tracker, study_id: str) -> DataProxy | None:
+    """The data proxy of a logged study, computed from its data (its config read back from its upstream model), and
+    checked on its logged coalitions; None where it is constant (with a warning)."""
+    from shapflow.attribution import masks_of
+    from shapflow.tracking import study_config, utilities_table
+    from shapflow.utility import check_proxy, load_proxy
+
+    table = utilities_table(tracker, study_id)
+    cfg = study_config(tracker, study_id)
+    return check_proxy(load_proxy(cfg), masks_of(table[table["stage"] == "coalition"]),
+                       f"the data proxy ({cfg.property.name})")
+
+
+def _reestimate(experiment: str | None, method: str, study: str | None, proxy: bool = True) -> None:
     from shapflow.attribution import reestimate
     from shapflow.shapley import default_sampler, design_bias
 
     tracker, study_id, parent = _study(experiment, study)
+    data_proxy = _study_proxy(tracker, study_id) if proxy else None
     try:
         use_case, planned_by = parent.data.params.get("study.use_case", ""), parent.data.params.get("study.method")
         bias = design_bias(method, default_sampler(planned_by)) if planned_by else None
         if bias:
             click.echo(f"warning: {bias}", err=True)
-        run_id, frame = reestimate(tracker, study_id, parent.info.run_id, use_case, method, planned_by)
+        run_id, frame = reestimate(tracker, study_id, parent.info.run_id, use_case, method, planned_by, data_proxy)
     except ValueError as err:
         raise click.UsageError(f"{method} cannot use these utilities: {err}") from None
     click.echo(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="n/a"))
@@ -162,15 +184,19 @@ def _with_reestimate_options(command):
 
 @main.command("reestimate")
 @_with_reestimate_options
-def reestimate_command(experiment: str | None, method: str, study: str | None) -> None:
+@click.option("--proxy", type=click.BOOL, default=True, show_default=True,
+              help="Use the data proxy (the property of each coalition's own real images, computed from the study's "
+                   "data, so older studies get it too) as the control variate of the methods that take one.")
+def reestimate_command(experiment: str | None, method: str, study: str | None, proxy: bool) -> None:
     """Estimate values from LOGGED utilities with any estimator; log them as a new run; print the table.
 
     \b
     Examples:
       shapflow reestimate --experiment digits --method kernelshap-paired
       shapflow reestimate --method banzhaf-msr
+      shapflow reestimate --proxy false       # the default estimator without the data proxy
     """
-    _reestimate(experiment, method, study)
+    _reestimate(experiment, method, study, proxy)
 
 
 @main.command("attribute", hidden=True)

@@ -73,6 +73,9 @@ def attribute_options(command):
                      help="GPUs per Ray task, fractional (e.g. 0.25)."),
         click.option("--max-retries", type=WHOLE, default=3, show_default=True,
                      help="Retries of a Ray task whose worker died."),
+        click.option("--proxy", type=click.BOOL, default=True, show_default=True,
+                     help="Use the data proxy (the property of each coalition's own real images) as the estimator's "
+                          "control variate, where the property has one."),
     ]
     for option in reversed(options):
         command = option(command)

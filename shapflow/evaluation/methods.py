@@ -87,11 +87,12 @@ def _finished_study(tracker: Tracker, request: Request) -> str | None:
 
 def _design_values(table: pd.DataFrame, request: Request) -> dict[int, np.ndarray]:
     """{coalitions used: values} from the study's logged utilities, reading only its own design's coalitions:
-    the whole budget and prefixes of 2n, 4n, ... of the plan (how precision grows with compute)."""
+    the whole budget and prefixes of 2n, 4n, ... of the plan (how precision grows with compute), with the
+    request's data proxy as the control variate where it has one."""
     planned = plan(request).masks
     n, first = request.n_contributors, min_budget(request.method, request.n_contributors) - 2
     sizes = sorted({b for b in range(2 * n, len(planned), 2 * n) if b >= first} | {len(planned)})
-    return {b: np.asarray(estimate_from_table(table, request.method, planned[:b]).values, dtype=float)
+    return {b: np.asarray(estimate_from_table(table, request.method, planned[:b], request.proxy).values, dtype=float)
             for b in sizes}
 
 
@@ -129,16 +130,16 @@ def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: s
     for name, request, study_id, compute, source in studies:
         prefixes = _design_values(tables[study_id], request)
         family = "shapley" if "shapley" in name or name == "sft-leverage" else "baseline"
-        pooled = _pooled_values(tables[study_id], request.method)
+        pooled = _pooled_values(tables[study_id], request)
         out.append(MethodValues(name, prefixes[max(prefixes)], family, compute, source, prefixes, study_id, pooled))
     return out
 
 
-def _pooled_values(table: pd.DataFrame, estimator: str) -> np.ndarray | None:
+def _pooled_values(table: pd.DataFrame, request: Request) -> np.ndarray | None:
     """The estimator on every coalition the study logged (designs of one utility share a study): would more
     coalitions help it? None where the estimator cannot read other designs' rows (leave-one-out)."""
     try:
-        return np.asarray(estimate_from_table(table, estimator).values, dtype=float)
+        return np.asarray(estimate_from_table(table, request.method, proxy=request.proxy).values, dtype=float)
     except ValueError:
         return None
 

@@ -1,7 +1,10 @@
 """Global properties F of a generated image set, registered by name.
 
 A property object has ``name``, ``higher_is_better``, ``score(images) -> float`` and
-``score_all(images) -> dict`` (every property its feature model can compute in the same pass).
+``score_all(images) -> dict`` (every property its feature model can compute in the same pass), and its data
+proxy: ``image_quantities(images) -> (N, k)`` per-image quantities of real images, computed once per study, and
+``proxy_game(quantities, owner, n)`` -> q(masks (m, n)) -> (m,), the property of each coalition's own images
+(``shapflow.properties.proxy``).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from shapflow.config import AssetsConfig, PropertyConfig
@@ -26,6 +30,10 @@ class Property(Protocol):
     def score_all(self, images: torch.Tensor) -> dict[str, float]: ...
 
     def utility(self, value: float) -> float: ...
+
+    def image_quantities(self, images: torch.Tensor) -> np.ndarray: ...
+
+    def proxy_game(self, quantities: np.ndarray, owner: np.ndarray, n: int) -> Callable[[np.ndarray], np.ndarray]: ...
 
 
 PROPERTIES: dict[str, Callable[[PropertyConfig], Property]] = dict.fromkeys(HIGHER_IS_BETTER, DigitsScorer)

@@ -8,12 +8,14 @@ bias: (1,)}``, loaded with ``weights_only=True``. CLIP is transformers'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from shapflow.models.vision import ImageEncoder, embed_images, load_image_encoder
+from shapflow.properties.proxy import QuantileProxy
 
 __all__ = ["AestheticProperty", "load_aesthetic_property", "load_laion_head"]
 
@@ -60,6 +62,14 @@ class AestheticProperty:
 
     def score(self, images: torch.Tensor) -> float:
         return self.score_all(images)[self.name]
+
+    def image_quantities(self, images: torch.Tensor) -> np.ndarray:
+        """The data proxy's per-image quantities: the aesthetic score of each image (N, 1)."""
+        return self.scores(images)[:, None]
+
+    def proxy_game(self, quantities: np.ndarray, owner: np.ndarray, n: int) -> Callable[[np.ndarray], np.ndarray]:
+        """q(masks (m, n)) -> (m,): the same quantile of each coalition's own images' scores."""
+        return QuantileProxy.of(quantities[:, 0], owner, self.quantile)
 
     def utility(self, value: float) -> float:
         """Higher aesthetic scores are better: the utility is the value itself."""

@@ -9,6 +9,7 @@ cluster, log2(n_clusters) when they spread evenly (higher = more diverse).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from sklearn.cluster import AgglomerativeClustering
 
 from shapflow.models.vision import ImageEncoder, embed_images, load_image_encoder
+from shapflow.properties.proxy import EntropyProxy
 
 __all__ = ["ClusterEntropyProperty", "cluster_entropy_bits", "fit_ward_centroids", "load_diversity_property"]
 
@@ -54,6 +56,16 @@ class ClusterEntropyProperty:
 
     def score(self, images: torch.Tensor) -> float:
         return self.score_all(images)[self.name]
+
+    def image_quantities(self, images: torch.Tensor) -> np.ndarray:
+        """The data proxy's per-image quantities: the one-hot nearest reference cluster (N, n_clusters)."""
+        embeddings = embed_images(self.encoder, images).double().numpy()
+        nearest = ((embeddings[:, None, :] - self.centroids[None, :, :]) ** 2).sum(-1).argmin(1)
+        return np.eye(len(self.centroids))[nearest]
+
+    def proxy_game(self, quantities: np.ndarray, owner: np.ndarray, n: int) -> Callable[[np.ndarray], np.ndarray]:
+        """q(masks (m, n)) -> (m,): the cluster entropy (bits) of each coalition's own images."""
+        return EntropyProxy.of(quantities, owner, n)
 
     def utility(self, value: float) -> float:
         """Higher entropy is better: the utility is the value itself."""

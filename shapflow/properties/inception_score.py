@@ -10,12 +10,14 @@ FID needs reference images (e.g. the training images); without them only the IS 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from shapflow.models.inception import FIDInceptionV3, load_fid_inception
+from shapflow.properties.proxy import FrechetProxy, InceptionScoreProxy
 
 __all__ = ["INCEPTION_PROPERTIES", "InceptionProperty", "frechet_distance_eigh", "frechet_distance_features",
            "inception_score", "load_inception_property"]
@@ -97,6 +99,22 @@ class InceptionProperty:
 
     def score(self, images: torch.Tensor) -> float:
         return self.score_all(images)[self.name]
+
+    def image_quantities(self, images: torch.Tensor) -> np.ndarray:
+        """The data proxy's per-image quantities: class probabilities (N, 1008) for the IS, else pool3 features
+        (N, 2048)."""
+        features = self._features(images)
+        if self.name != "inception_score":
+            return features.numpy()
+        with torch.no_grad():
+            return torch.softmax(self.network.logits(features.to(self.network.fc.weight)), 1).double().cpu().numpy()
+
+    def proxy_game(self, quantities: np.ndarray, owner: np.ndarray, n: int) -> Callable[[np.ndarray], np.ndarray]:
+        """q(masks (m, n)) -> (m,): this property of each coalition's own images (FID with diagonal covariances)."""
+        if self.name == "inception_score":
+            return InceptionScoreProxy.of(quantities, owner, n)
+        return FrechetProxy.of(quantities, owner, n, self._reference.mean(0), np.var(self._reference, 0, ddof=1),
+                               neg_log=self.name == "neg_log_fid")
 
     def utility(self, value: float) -> float:
         """The property as a utility (higher = better)."""

@@ -2,6 +2,7 @@
 
 from .adjusted import estimate_indices
 from .api import DEFAULT_METHOD, METHODS, approximate, default_sampler, design_bias, estimate, min_budget
+from .control import proxy_report
 from .games import GAMES, make_game
 from .results import DEFAULT_THRESHOLD, ShapleyResult, convergence
 from .samplers import SAMPLERS, Coalitions, mask_key
@@ -23,4 +24,5 @@ __all__ = [
     "make_game",
     "mask_key",
     "min_budget",
+    "proxy_report",
 ]

@@ -4,12 +4,8 @@ Regression-adjusted Monte Carlo (Witter, Liu & Musco 2025, arXiv 2506.11849): fo
 phi(v) = phi(f) + phi(v - f). The surrogate's values phi(f) are exact and free (surrogates.py); only the residual
 game v - f is estimated from the logged coalitions, and its values are small when f is good. Steps:
 
-1. split the coalitions into `folds` folds at random (seeded); a pair {S, N \\ S} and repeats of one coalition stay
-   in one fold, so a row is never predicted by a surrogate that saw it or its complement;
-2. fit the surrogate on all folds but k (plus v0, v1) and predict the rows of fold k: every row gets an out-of-fold
-   residual e_r = v(S_r) - f_k(r)(S_r) (cross-fitting, as in double machine learning: a surrogate that overfits
-   cannot fake a small residual). Where the surrogate has candidates (the saturating fit's penalties), the one with
-   the least Shapley-kernel-weighted out-of-fold squared residual is kept;
+1-2. cross-fit the surrogate (crossfit.py): K folds that keep a pair {S, N \\ S} together; every row gets the
+   out-of-fold residual e_r = v(S_r) - f_k(r)(S_r) of a surrogate f_k fitted without its fold;
 3. values = mean_k phi(f_k) + the residual game's values estimated from all rows, with r(empty) = v0 - mean_k
    f_k(empty) and r(full) = v1 - mean_k f_k(full): Shapley by Leverage SHAP (leverage.py; its GCV ridge shrinks the
    correction towards the equal split of the residual total where the data cannot resolve it), Banzhaf by the same
@@ -30,22 +26,29 @@ the same way; e.g. a threshold (voting) game that no saturating curve fits, or a
 recovers exactly. The result's `method` then says so ("surrogate-shapley:fallback-leverage"). Masks of a single
 coalition size (no saturation curve is identified) take the plain fit too, with a warning, and so does a surrogate
 that fails numerically (SurrogateFitError): finite utilities always give values.
+
+Proxy (control.py): given a cheap game q that correlates with v, fold k's surrogate becomes b_k q + f_k, b_k the
+out-of-fold slope of v on q within coalition sizes and f_k fitted to v - b_k q; phi(q) comes from proxy calls alone.
+The proxy is kept where it lowers the out-of-fold residual spread; the safeguard then chooses among the estimates
+with the proxy, without it, and the plain fit. A result that used the proxy is named "surrogate-<index>+proxy". A
+proxy constant on the rows gives a warning and no proxy.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from math import comb
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .control import PROXY_BUDGET, proxy_crossfits, proxy_rows
+from .crossfit import CrossFit, SurrogateFitError, crossfit, jackknife_var, kernel_weights
 from .leverage import leverage_fit, ridge_gcv
 from .regression import canonical_pairs, hc3_terms, sandwich_std
 from .results import ShapleyResult, check_inputs, make_result, pool_duplicates
-from .surrogates import SURROGATES, fit_surrogate
+from .surrogates import SURROGATES
 
 __all__ = [
     "DEFAULT_FOLDS",
@@ -60,71 +63,9 @@ __all__ = [
 ]
 
 DEFAULT_FOLDS = 5
+CROSS_VALIDATE_BELOW = 4  # coalitions per player below which the safeguard compares held-out losses
+SAFEGUARD_Z = 0.5  # there, a surrogate replaces the plain fit where its held-out loss is lower by > 0.5 std errors
 DEFAULT_SURROGATE = "saturating"
-
-
-class SurrogateFitError(ArithmeticError):
-    """A surrogate could not be fitted to the logged coalitions (a numerical failure, not bad input): the
-    estimators then return the plain fit and say so, since finite utilities must always give values."""
-
-
-@dataclass(frozen=True)
-class CrossFit:
-    """The chosen candidate surrogate's name; per fold k its values fold_values[index] (K, n) and f_k at the empty
-    and full coalitions ends (K, 2); per row r its out-of-fold residual (m,)."""
-
-    surrogate: str
-    fold_values: dict[str, np.ndarray]
-    ends: np.ndarray
-    residuals: np.ndarray
-
-
-def _kernel_weights(masks: np.ndarray) -> np.ndarray:
-    """Per row (m,): Shapley-kernel mass of its size, (n-1)/(k(n-k)), shared among the rows of that size."""
-    n = masks.shape[1]
-    k = masks.sum(axis=1)
-    return (n - 1) / (k * (n - k)) / np.bincount(k, minlength=n)[k]
-
-
-def crossfit(
-    masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, *, seed: int, folds: int, surrogate: str
-) -> CrossFit:
-    """Steps 1-2 of the module docstring on masks bool (m, n) and utilities (m,); where the surrogate has several
-    candidates (e.g. penalties), the one with the least kernel-weighted out-of-fold squared residual is kept.
-    With fewer distinct pairs than ``folds``, each pair is its own fold."""
-    n = masks.shape[1]
-    unit = canonical_pairs(masks)  # a pair and repeats of one coalition share a label
-    n_units = int(unit.max()) + 1
-    if folds < 2 or n_units < 2:
-        raise ValueError(f"cross-fitting needs folds >= 2 (got {folds!r}) and 2 distinct coalition pairs (got "
-                         f"{n_units}): evaluate more coalitions")
-    folds = min(folds, n_units)  # fewer pairs than folds: leave one pair out
-    fold = (np.random.default_rng(seed).permutation(n_units) % folds)[unit]
-    corners = np.array([np.zeros(n, bool), np.ones(n, bool)])
-    try:
-        fits = [fit_surrogate(surrogate, masks[fold != k], utilities[fold != k], v0, v1, seed + k)
-                for k in range(folds)]
-    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:  # a numerical failure of the fit
-        raise SurrogateFitError(f"the {surrogate} surrogate could not be fitted ({err})") from err
-    candidates = []
-    for j in range(len(fits[0])):
-        residuals = np.empty(len(utilities))
-        for k, candidate in enumerate(fits):
-            residuals[fold == k] = utilities[fold == k] - candidate[j].predict(masks[fold == k])
-        fold_values = {index: np.array([f[j].values[index] for f in fits]) for index in fits[0][j].values}
-        ends = np.array([f[j].predict(corners) for f in fits])
-        if all(np.isfinite(a).all() for a in (residuals, ends, *fold_values.values())):
-            candidates.append(CrossFit(fits[0][j].name, fold_values, ends, residuals))
-    if not candidates:
-        raise SurrogateFitError(f"every {surrogate} surrogate candidate predicted a non-finite utility")
-    weight = _kernel_weights(masks)
-    return min(candidates, key=lambda c: float(weight @ c.residuals**2))
-
-
-def _jackknife_var(fold_values: np.ndarray) -> np.ndarray:
-    """Delete-a-group jackknife variance (n,) of the mean of K fold estimates (K, n)."""
-    K = fold_values.shape[0]
-    return (K - 1) / K * ((fold_values - fold_values.mean(axis=0)) ** 2).sum(axis=0)
 
 
 def banzhaf_fit(
@@ -181,18 +122,73 @@ def _plain(masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, index
     return make_result(values, np.sqrt(std**2 + shift**2), masks, len(masks), f"surrogate-{index}:fallback-{name}")
 
 
-def _adjusted(
-    masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, fit: CrossFit, index: str, safeguard: bool
-) -> ShapleyResult:
-    """Step 3 for one index, or (safeguard) the plain fit where its estimated error is smaller."""
+def _candidate(masks: np.ndarray, v0: float, v1: float, fit: CrossFit, index: str, name: str) -> ShapleyResult:
+    """Step 3 for one index and one cross-fit."""
     r0, r1 = v0 - fit.ends[:, 0].mean(), v1 - fit.ends[:, 1].mean()
-    correction, std, shift = PLAIN[index][0](masks, fit.residuals, r0, r1)
-    variance = _jackknife_var(fit.fold_values[index]) + std**2
-    plain = _plain(masks, utilities, v0, v1, index)
-    if safeguard and np.mean(variance + shift**2) > np.mean(plain.std**2):  # like for like: both with shift^2
-        return plain
+    correction, std, _ = PLAIN[index][0](masks, fit.residuals, r0, r1)
+    variance = jackknife_var(fit.fold_values[index]) + std**2 + fit.extra_var.get(index, 0.0)
     values = fit.fold_values[index].mean(axis=0) + correction
-    return make_result(values, np.sqrt(variance), masks, len(masks), f"surrogate-{index}")
+    return make_result(values, np.sqrt(variance), masks, len(masks), name)
+
+
+def held_out_loss(masks: np.ndarray, utilities: np.ndarray, v0: float, v1: float, fit: CrossFit) -> np.ndarray:
+    """How far a cross-fit's Shapley estimate is from the truth, up to a constant: the kernel-weighted squared error
+    of the additive predictor v0 + x_S . phi_k on the rows of fold k, phi_k the estimate made without them
+    (fold k's surrogate values + Leverage SHAP on the other folds' residuals).
+
+    Over all coalitions with the Shapley kernel's weights this loss is L(phi) + alpha |phi_k - phi|^2 for any
+    efficient phi_k (the Shapley value is the kernel-weighted best additive fit), so comparing it between
+    estimators compares their errors; the rows' per-size weights make it an unbiased estimate on any design.
+    Returns the per-row terms (m,), whose sum is the loss."""
+    weight, loss = kernel_weights(masks), np.empty(len(utilities))
+    for k in range(len(fit.ends)):
+        train, test = fit.fold != k, fit.fold == k
+        r0, r1 = v0 - fit.ends[k, 0], v1 - fit.ends[k, 1]
+        phi = fit.fold_values["shapley"][k] + leverage_fit(masks[train], fit.residuals[train], r0, r1)[0]
+        loss[test] = weight[test] * (utilities[test] - v0 - masks[test] @ phi) ** 2
+    return loss
+
+
+def _errors(masks: np.ndarray, v0: float, v1: float, fit: CrossFit) -> tuple[float, float]:
+    """A cross-fit's estimated Shapley variance and mean squared error (variance + the residual ridge's shift^2),
+    averaged over contributors."""
+    r0, r1 = v0 - fit.ends[:, 0].mean(), v1 - fit.ends[:, 1].mean()
+    _, std, shift = leverage_fit(masks, fit.residuals, r0, r1)
+    variance = jackknife_var(fit.fold_values["shapley"]) + std**2 + fit.extra_var.get("shapley", 0.0)
+    return float(np.mean(variance)), float(np.mean(variance + shift**2))
+
+
+def _choose(
+    masks: np.ndarray,
+    utilities: np.ndarray,
+    v0: float,
+    v1: float,
+    fits: list[tuple[CrossFit, str]],
+    direct: CrossFit | None,
+) -> tuple[CrossFit, str] | None:
+    """The safeguard, on the Shapley estimates (the choice holds for both indices): one of the surrogate fits, the
+    fit with the proxy and no surrogate (`direct`), or None for the plain fit.
+
+    Below CROSS_VALIDATE_BELOW x n coalitions (where the ridge shift of a near-interpolating plain fit says nothing
+    about its error), by held-out loss (held_out_loss): the surrogate fit with the least, kept only where it is
+    below the plain fit's by more than SAFEGUARD_Z standard errors of the difference (pairs as units). Above, the
+    surrogate fit with the least estimated variance, then whichever of it, `direct` and the plain fit has the least
+    estimated mean squared error (variance + shift^2, like for like)."""
+    fold, K, n = fits[0][0].fold, len(fits[0][0].ends), masks.shape[1]
+    zeros = {index: np.zeros((K, n)) for index in PLAIN}
+    bare = CrossFit("none", zeros, np.zeros((K, 2)), utilities, fold, fits[0][0].predict, {})
+    if len(masks) >= CROSS_VALIDATE_BELOW * n:
+        best = min(fits, key=lambda f: _errors(masks, v0, v1, f[0])[0])
+        finalists = [best, *([(direct, "+proxy")] if direct is not None else []), (bare, "")]
+        chosen = min(finalists, key=lambda f: _errors(masks, v0, v1, f[0])[1])
+        return None if chosen[0] is bare else chosen
+    options = [*fits, *([(direct, "+proxy")] if direct is not None else [])]
+    losses = [held_out_loss(masks, utilities, v0, v1, fit) for fit, _ in options]
+    best_index = int(np.argmin([loss.sum() for loss in losses]))
+    difference = held_out_loss(masks, utilities, v0, v1, bare) - losses[best_index]
+    gain = np.bincount(canonical_pairs(masks), weights=difference)
+    margin = SAFEGUARD_Z * np.sqrt(len(gain)) * gain.std(ddof=1) if len(gain) > 1 else 0.0
+    return options[best_index] if gain.sum() > margin else None
 
 
 def estimate_indices(
@@ -205,16 +201,21 @@ def estimate_indices(
     folds: int = DEFAULT_FOLDS,
     surrogate: str = DEFAULT_SURROGATE,
     safeguard: bool = True,
+    proxy: Callable[[np.ndarray], np.ndarray] | None = None,
+    proxy_budget: int = PROXY_BUDGET,
 ) -> dict[str, ShapleyResult]:
     """Shapley and Banzhaf values from ONE cross-fit (module docstring): {"shapley": ..., "banzhaf": ...}.
 
-    masks bool (m, n), utilities (m,); seed draws the folds (and seeds the tree surrogates); folds: K >= 2;
-    surrogate: a SURROGATES key; safeguard: return the plain fit (leverage / Banzhaf regression) where its estimated
-    mean squared error is smaller than the surrogate-assisted one's. Results are named "surrogate-shapley" and
-    "surrogate-banzhaf", or "surrogate-<index>:fallback-<plain>" where the plain fit was returned.
+    masks bool (m, n), utilities (m,); seed draws the folds (and seeds the tree surrogates and the proxy's
+    permutations); folds: K >= 2; surrogate: a SURROGATES key; safeguard: return whichever of the estimates (with
+    proxy, without, plain leverage / Banzhaf regression) has the least estimated mean squared error; proxy: a cheap
+    deterministic game q(masks bool (q, n)) -> (q,) that correlates with v, used as a control variate (control.py;
+    about m + 2 + proxy_budget proxy calls). Results are named "surrogate-shapley" and "surrogate-banzhaf" (with
+    "+proxy" where the proxy was used), or "surrogate-<index>:fallback-<plain>" where the plain fit was returned.
     """
     masks, utilities = check_inputs(masks, utilities, v0, v1)  # a public entry point of its own
     _check(masks, folds, surrogate, seed)
+    q_rows = proxy_rows(proxy, masks)
     if _one_size(masks):
         warnings.warn(
             "surrogate estimators: all coalitions have one size, which identifies no saturation curve; falling "
@@ -222,14 +223,29 @@ def estimate_indices(
             stacklevel=2,
         )
         return {index: _plain(masks, utilities, v0, v1, index) for index in PLAIN}
+    options = {"seed": int(seed), "folds": folds, "surrogate": surrogate}
     with threadpool_limits(limits=1, user_api="blas"):  # small matrices: threads only contend (50x on a busy host)
         try:
-            fit = crossfit(masks, utilities, v0, v1, seed=int(seed), folds=folds, surrogate=surrogate)
+            fit = crossfit(masks, utilities, v0, v1, **options)
+            fits, direct = [(fit, "")], None
+            if q_rows is not None:
+                controlled, direct = proxy_crossfits(masks, utilities, v0, v1, fit, q_rows, proxy, options,
+                                                     proxy_budget)
+                fits = [(controlled, "+proxy"), *fits] if controlled is not None else fits
+            chosen = _choose(masks, utilities, v0, v1, fits, direct) if safeguard else fits[0]
         except SurrogateFitError as err:
             warnings.warn(f"surrogate estimators: {err}; falling back to the plain fits (leverage, Banzhaf "
                           "regression), whose values and error bars stand on their own", stacklevel=2)
             return {index: _plain(masks, utilities, v0, v1, index) for index in PLAIN}
-        return {index: _adjusted(masks, utilities, v0, v1, fit, index, safeguard) for index in PLAIN}
+        results = {}
+        for index in PLAIN:
+            if chosen is None:
+                results[index] = _plain(masks, utilities, v0, v1, index)
+            else:
+                plain_name = f"surrogate-{index}:fallback-{PLAIN[index][1]}"
+                name = f"{plain_name}+proxy" if chosen[0] is direct else f"surrogate-{index}{chosen[1]}"
+                results[index] = _candidate(masks, v0, v1, chosen[0], index, name)
+        return results
 
 
 def _one_size(masks: np.ndarray) -> bool:
@@ -247,11 +263,14 @@ def estimate_surrogate_shapley(
     folds: int = DEFAULT_FOLDS,
     surrogate: str = DEFAULT_SURROGATE,
     safeguard: bool = True,
+    proxy: Callable[[np.ndarray], np.ndarray] | None = None,
+    proxy_budget: int = PROXY_BUDGET,
 ) -> ShapleyResult:
     """Cross-fitted surrogate-assisted Shapley values (module docstring; options as estimate_indices); any
     design, sampler "leverage"."""
     options = {"seed": seed, "folds": folds, "surrogate": surrogate, "safeguard": safeguard}
-    return estimate_indices(masks, utilities, v0=v0, v1=v1, **options)["shapley"]
+    return estimate_indices(masks, utilities, v0=v0, v1=v1, proxy=proxy, proxy_budget=proxy_budget,
+                            **options)["shapley"]
 
 
 def estimate_surrogate_banzhaf(
@@ -264,8 +283,11 @@ def estimate_surrogate_banzhaf(
     folds: int = DEFAULT_FOLDS,
     surrogate: str = DEFAULT_SURROGATE,
     safeguard: bool = True,
+    proxy: Callable[[np.ndarray], np.ndarray] | None = None,
+    proxy_budget: int = PROXY_BUDGET,
 ) -> ShapleyResult:
     """Cross-fitted surrogate-assisted Banzhaf values (module docstring; options as estimate_indices); any
     design, sampler "leverage"."""
     options = {"seed": seed, "folds": folds, "surrogate": surrogate, "safeguard": safeguard}
-    return estimate_indices(masks, utilities, v0=v0, v1=v1, **options)["banzhaf"]
+    return estimate_indices(masks, utilities, v0=v0, v1=v1, proxy=proxy, proxy_budget=proxy_budget,
+                            **options)["banzhaf"]

@@ -17,7 +17,9 @@ Methods, the sampler each needs, and the fewest coalitions (besides v0 and v1) i
 | exact-banzhaf     | all                    | Banzhaf  | 2^n - 2 (n <= 20)   | no               |
 
 The surrogate methods (adjusted.py) take options seed (folds), folds, surrogate and safeguard, and may return their
-plain fit, named "surrogate-<index>:fallback-<plain>"; `estimate_indices` gives both indices from one fit.
+plain fit, named "surrogate-<index>:fallback-<plain>"; `estimate_indices` gives both indices from one fit. They also
+take proxy=q, a cheap deterministic game correlated with v (e.g. the property of a coalition's own data), used as a
+control variate (control.py); a result that used it ends in "+proxy".
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from shapflow.tracking.runs import (
     latest_experiment,
     parent_run,
     studies,
+    study_config,
     utilities_table,
     with_members,
 )
@@ -47,4 +48,4 @@ __all__ = ["CLAIM_ATTEMPTS", "HEARTBEAT_TAG", "KEY_TAG", "LINK_TAG", "OWNER_TAG"
            "RegisteredModel", "RunStopped", "TrackedStore", "Tracker", "client_for", "code_version",
            "contributor_params", "default_tracking_uri", "latest_experiment", "load_registered", "log_training_input",
            "logged_names", "logged_values", "open_tracker", "owner_alive", "parent_run", "quoted", "register_stage",
-           "resolve_model", "studies", "utilities_table", "value_metrics", "with_members"]
+           "resolve_model", "studies", "study_config", "utilities_table", "value_metrics", "with_members"]

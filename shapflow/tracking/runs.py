@@ -7,14 +7,17 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from shapflow.config import InputError, UseCaseConfig, from_dict
 from shapflow.tracking.store import (
     RETIRED_TAG,
     STAGE_TAG,
@@ -24,9 +27,10 @@ from shapflow.tracking.store import (
     default_tracking_uri,
     quoted,
 )
+from shapflow.utility import read_stage_meta
 
 __all__ = ["LINK_TAG", "FinishedLookup", "RunStopped", "discard_when_ended", "latest_experiment", "parent_run",
-           "retire_run", "studies", "utilities_table", "with_members"]
+           "retire_run", "studies", "study_config", "utilities_table", "with_members"]
 
 LINK_TAG = "shapflow.linked_run"  # an ``mlflow run`` run of another experiment <-> the run shapflow logged into
 
@@ -129,6 +133,19 @@ def with_members(table: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
     out = table.copy()
     out.insert(out.columns.get_loc("size") + 1, "contributors", members)
     return out
+
+
+def study_config(tracker: Tracker, study: str) -> UseCaseConfig:
+    """The use-case config a study's coalitions were evaluated with: the ``stage.json`` of the pruned fine-tuned
+    model its coalition runs name as ``upstream_run`` (so its data and property can be rebuilt, e.g. for a proxy)."""
+    runs = tracker.search(f"tags.`{STUDY_TAG}` = {quoted(study)} AND tags.`{STAGE_TAG}` = 'coalition'", max_results=1)
+    upstream = runs[0].data.params.get("upstream_run", "-") if runs else "-"
+    if upstream == "-":
+        raise InputError(f"study {study[:12]} has no coalition run naming its upstream model: its config cannot be "
+                         "read back (run without the proxy)")
+    with tempfile.TemporaryDirectory(prefix="shapflow-study-") as tmp:
+        folder = tracker.download(upstream, "model/stage.json", Path(tmp)).parent
+        return from_dict(UseCaseConfig, read_stage_meta(folder)["use_case"])
 
 
 def studies(tracker: Tracker) -> Iterator[tuple[str, Run]]:

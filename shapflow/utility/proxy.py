@@ -1,0 +1,94 @@
+"""The data proxy of a study: q(S) = its property applied to coalition S's own real images.
+
+The property's per-image quantities of the contributors' real images (``Property.image_quantities``) are
+computed once per study, here, with no training and no sampling; the game (``Property.proxy_game``) then
+scores any batch of masks in a few matrix products, so the estimator can use it as a control variate beside
+the utilities v(S) that each cost a training run. ``check_proxy`` is the boundary: a proxy that does not give
+one finite value per coalition is an input error; a constant one is useless, so it warns and is dropped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shapflow.config import InputError, UseCaseConfig
+from shapflow.data import ContributorDataset, load_data
+from shapflow.properties import Property
+from shapflow.utility.study import load_scorer
+
+__all__ = ["DataProxy", "ProxyError", "check_proxy", "load_proxy"]
+
+CONSTANT_RTOL = 1e-9  # a proxy whose spread is below this fraction of its scale carries no information
+
+
+class ProxyError(InputError):
+    """A proxy game that cannot be used (wrong length, NaN or inf): the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class DataProxy:
+    """q of a study: ``property`` (its name), the per-image ``quantities`` (N, k) and their ``owner`` (N,) from
+    which ``game`` scores masks; calling the proxy calls the game: q(masks bool (m, n)) -> (m,) float.
+
+    Values are remembered per mask: every estimate of a run (the values, the convergence curve, the self-check)
+    walks the same seeded permutation chains, so each coalition is scored once.
+    """
+
+    property: str
+    quantities: np.ndarray = field(repr=False)
+    owner: np.ndarray = field(repr=False)
+    game: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    _seen: dict[bytes, float] = field(default_factory=dict, repr=False, compare=False)
+
+    def __call__(self, masks: np.ndarray) -> np.ndarray:
+        masks = np.asarray(masks, dtype=bool)
+        keys = [row.tobytes() for row in np.packbits(masks, axis=1)]
+        new = [r for r, key in enumerate(keys) if key not in self._seen]
+        if new:
+            q = np.asarray(self.game(masks[new]), dtype=float)
+            if q.shape != (len(new),):
+                return q  # the caller's shape check reports it
+            self._seen.update({keys[r]: value for r, value in zip(new, q.tolist(), strict=True)})
+        return np.array([self._seen[key] for key in keys], dtype=float)
+
+
+def load_proxy(cfg: UseCaseConfig, scorer: Property | None = None,
+               pixels: ContributorDataset | None = None) -> DataProxy:
+    """The data proxy of a use case: its property (``scorer``, loaded if None) on the contributors' real images
+    (``pixels``, loaded if None), per image once."""
+    pixels = pixels or load_data(cfg.data, cfg.assets)
+    scorer = scorer or load_scorer(cfg, pixels)
+    quantities = np.asarray(scorer.image_quantities(pixels.images), dtype=float)
+    owner = pixels.contributor.numpy()
+    if quantities.shape[0] != len(owner):
+        raise ProxyError(f"property {scorer.name} gave {quantities.shape[0]} per-image quantities for {len(owner)} "
+                         "images: its image_quantities must return one row per image")
+    game = scorer.proxy_game(quantities, owner, pixels.n_contributors)
+    return DataProxy(scorer.name, quantities, owner, game)
+
+
+def check_proxy(proxy: Callable[[np.ndarray], np.ndarray], masks: np.ndarray,
+                name: str = "the proxy") -> Callable[[np.ndarray], np.ndarray] | None:
+    """``proxy`` when it gives one finite, non-constant value per coalition of ``masks`` (m, n) (the empty and full
+    coalitions are added); ProxyError for a wrong length or NaN/inf; a constant proxy warns and gives None (the
+    plain estimate)."""
+    n = np.asarray(masks).shape[1]
+    probe = np.concatenate([np.zeros((1, n), bool), np.ones((1, n), bool), np.asarray(masks, dtype=bool)])
+    q = np.asarray(proxy(probe), dtype=float)
+    if q.shape != (len(probe),):
+        raise ProxyError(f"{name} returned shape {q.shape} for {len(probe)} coalitions: it must return one value "
+                         "per coalition, (m,) for masks (m, n)")
+    bad = np.flatnonzero(~np.isfinite(q))
+    if bad.size:
+        raise ProxyError(f"{name} is not finite (NaN or inf) on {bad.size} of {len(probe)} coalitions (first: "
+                         f"{'empty' if bad[0] == 0 else 'full' if bad[0] == 1 else f'row {bad[0] - 2}'}): fix the "
+                         "property's per-image quantities, or run without the proxy (--no-proxy)")
+    if np.ptp(q) <= CONSTANT_RTOL * max(1.0, float(np.max(np.abs(q)))):
+        warnings.warn(f"{name} is constant ({q[0]:.6g}) on every coalition: it carries no information, so the "
+                      "values are estimated without it", UserWarning, stacklevel=2)
+        return None
+    return proxy
