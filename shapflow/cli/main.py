@@ -18,6 +18,7 @@ from shapflow.cli.errors import BoundaryGroup
 from shapflow.cli.evaluate import evaluate_group
 from shapflow.cli.models import models_group
 from shapflow.cli.options import attribute_options, request_from
+from shapflow.cli.plan import plan_command
 from shapflow.cli.scaleout import coalitions_group, server_group
 from shapflow.config import ConfigError, load_use_case
 from shapflow.data.assets import check_use_case, format_table
@@ -197,6 +198,7 @@ main.add_command(models_group)
 main.add_command(evaluate_group)
 main.add_command(server_group)
 main.add_command(coalitions_group)
+main.add_command(plan_command)
 
 if __name__ == "__main__":
     sys.exit(main())
