@@ -54,11 +54,12 @@ class Cost:
     source: str
 
 
-def known_cost(cfg: UseCaseConfig, uri: str | None = None) -> Cost | None:
+def known_cost(cfg: UseCaseConfig, uri: str | None = None, experiment: str | None = None) -> Cost | None:
     """The per-coalition cost of ``cfg``: the mean over the coalitions of the store's attribute runs of that use
-    case under its current coalition config, else the paper's figure, else None."""
+    case (in ``experiment``, default its name) under its current coalition config, else the paper's figure, else
+    None."""
     try:
-        tracker = open_tracker(cfg.name, uri, create=False)
+        tracker = open_tracker(experiment or cfg.name, uri, create=False)
     except NoSuchExperiment:
         tracker = None
     key, tables = stage_key(cfg, "coalition"), []

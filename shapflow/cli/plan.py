@@ -34,7 +34,9 @@ def _contributors(cfg: UseCaseConfig) -> int:
 @click.option("--target", default="", help="A precision to reach (as shapflow run --target): the hours it needs.")
 @click.option("--tradeoff", type=click.Path(dir_okay=False, exists=True), default=None,
               help="A trade-off file [default: the packaged digits measurement].")
-def plan_command(use_case: str, overrides: str, gpu_hours: float | None, target: str, tradeoff: str | None) -> None:
+@click.option("--experiment", default=None, help="Where its earlier runs are [default: the use case name].")
+def plan_command(use_case: str, overrides: str, gpu_hours: float | None, target: str, tradeoff: str | None,
+                 experiment: str | None) -> None:
     """Expected precision and recommended settings (sFT steps, coalitions) for a compute budget.
 
     \b
@@ -58,7 +60,7 @@ def plan_command(use_case: str, overrides: str, gpu_hours: float | None, target:
         if goal.measure not in ("pairs-separated", "mean-std"):
             raise ConfigError(f"target={target}: the planner knows pairs-separated and mean-std (what the trade-off "
                               "measured); use one of those")
-    cost = known_cost(cfg)
+    cost = known_cost(cfg, experiment=experiment)
     if cost is None:
         raise ConfigError(f"no cost per coalition is known for use case {cfg.name}: run it once (shapflow run "
                           f"--use-case {cfg.name} --budget {2 * n}) so the store holds its coalitions' timings")
