@@ -24,7 +24,7 @@ from shapflow.shapley.targets import Target, forecast
 
 __all__ = ["POOL_FACTOR", "TargetDesign", "TargetStatus"]
 
-POOL_FACTOR = 8  # candidate coalitions per coalition of the cap
+POOL_FACTOR = 8  # candidate coalitions per coalition of the cap (at least of 10 n)
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class TargetDesign:
         self.n, self.budget, self.method, self.target = n, budget, method, target
         self.first, self.step = batch_sizes(n, workers, stack)
         pairs = sum(comb(n, s) // (2 if 2 * s == n else 1) for s in range(1, n // 2 + 1))
-        self.pool: Coalitions = sample_leverage(n, min(2 * pairs, POOL_FACTOR * budget + 2 * n), seed)
+        # the pool does not depend on the cap up to 10 n: a rerun with another cap replays the same batches
+        self.pool: Coalitions = sample_leverage(n, min(2 * pairs, POOL_FACTOR * max(budget, 10 * n) + 2 * n), seed)
         self.chosen: list[int] = list(range(min(self.first, budget, len(self.pool))))
 
     def masks(self) -> np.ndarray:
