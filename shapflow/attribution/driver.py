@@ -1,5 +1,6 @@
 """The coalition loop of an attribute run: evaluate the planned coalitions with no FINISHED run through the
-request's executor, log each as its own run, and forecast convergence from the utilities logged so far.
+request's executor, log each as its own run, and forecast convergence from the utilities logged so far. With a
+precision target the coalitions come in batches (``attribution.design``) until the values meet it or the cap.
 
 A coalition's identity is identity(study id, mask key, sFT seed): before evaluating, the driver looks for
 a FINISHED run with it, so a killed job, rerun, evaluates exactly the coalitions that have no FINISHED run.
@@ -15,12 +16,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from shapflow.attribution.design import TargetDesign, TargetStatus
 from shapflow.attribution.plan import CHECK_ROLE, bits, estimate_from_table, heldout_masks, plan
+from shapflow.attribution.planner import coalition_seconds
 from shapflow.attribution.report import image_grid
 from shapflow.attribution.request import Request
 from shapflow.config import identity, stage_key
 from shapflow.execution import Outcome, evaluate_many
-from shapflow.shapley import Coalitions, ShapleyResult, convergence, default_sampler, mask_key
+from shapflow.shapley import DEFAULT_THRESHOLD, Coalitions, ShapleyResult, convergence, default_sampler, mask_key
 from shapflow.tracking import (
     CLAIM_ATTEMPTS,
     STUDY_TAG,
@@ -51,6 +54,8 @@ class Driver:
     model_version: str
     workdir: Path
     contributors: Contributors = field(init=False)
+    design: np.ndarray | None = field(init=False, default=None)  # the coalitions the values use (after coalitions())
+    reached: TargetStatus | None = field(init=False, default=None)  # a targeted run's last status
 
     def __post_init__(self) -> None:
         self.contributors = Contributors.of(self.request.cfg, self.study.data)
@@ -132,11 +137,12 @@ class Driver:
     def coalitions(self, progress: bool, batch: slice | None = None) -> int:
         """Evaluate and log the planned coalitions (of ``batch``) with no FINISHED run yet; returns how many ran.
 
-        With ``until_converged`` the plan is submitted in rounds (at least n and 2 per worker) and the
-        driver stops after the first round whose values meet the convergence rule; the bar shows the ETA
-        to the budget and the estimator's forecast of how many more coalitions convergence needs.
+        With a target (and no ``batch``) the design is chosen batch by batch instead (``targeted``).
         """
+        if self.request.target is not None and batch is None:
+            return self.targeted(progress)
         planned = plan(self.request)
+        self.design = planned.masks
         done = set(utilities_table(self.tracker, self.study_id).get("mask", pd.Series(dtype=str)))
         pending: dict[int, np.ndarray] = {}
         for r in range(len(planned))[batch or slice(None)]:
@@ -146,16 +152,68 @@ class Driver:
                 pending[r] = mask
         bar = tqdm(total=len(planned), initial=len(planned) - len(pending), desc="coalitions", unit="S",
                    disable=not progress, file=sys.stderr)
-        ran, held = 0, {}
+        held: dict[int, str] = {}
         with Finisher(self.tracker) as finisher:  # uploads + ends runs while the next coalition evaluates
-            for chunk in self._rounds(pending):
-                if self.request.until_converged and self.converged():
-                    break
-                ran += self._evaluate(planned, chunk, bar, finisher, held)
-                finisher.drain()  # the round's runs are FINISHED before the convergence rule reads them
+            ran = self._evaluate(planned, pending, bar, finisher, held)
+            finisher.drain()
             ran += self._await_held(planned, held, bar, finisher)
         bar.close()
         return ran
+
+    def targeted(self, progress: bool) -> int:
+        """Evaluate the targeted design batch by batch: each batch's coalitions with no FINISHED run (claimed, so
+        drivers sharing the store split them), then the values of the design so far; stop once they meet the
+        target or at the cap. The bar shows the measure against the target and the forecast."""
+        request, target = self.request, self.request.target
+        design = TargetDesign(request.n_contributors, request.budget, request.seed, request.method, target,
+                              request.workers, request.stack, request.proxy)
+        bar = tqdm(total=request.budget, desc=f"coalitions -> {target}", unit="S", disable=not progress,
+                   file=sys.stderr)
+        ran, start = 0, 0
+        with Finisher(self.tracker) as finisher:
+            while True:
+                done = set(utilities_table(self.tracker, self.study_id).get("mask", pd.Series(dtype=str)))
+                pending = {r: design.pool.masks[r] for r in design.chosen[start:]
+                           if bits(design.pool.masks[r]) not in done}
+                bar.update(len(design.chosen) - start - len(pending))
+                held: dict[int, str] = {}
+                ran += self._evaluate(design.pool, pending, bar, finisher, held)
+                finisher.drain()  # the batch's runs are FINISHED before its values are read
+                ran += self._await_held(design.pool, held, bar, finisher)
+                table = utilities_table(self.tracker, self.study_id)
+                self.reached = design.status(table)
+                bar.set_postfix_str(self.target_line(self.reached, table), refresh=True)
+                start = len(design.chosen)
+                if self.reached.met or not design.extend(table):
+                    break
+        bar.close()
+        self.design = design.masks()
+        print(f"shapflow: {self.target_summary(self.reached)}", file=sys.stderr)
+        return ran
+
+    def target_line(self, status: TargetStatus, table: pd.DataFrame) -> str:
+        """E.g. ``pairs-separated 0.31 / 0.44 · ~24 more coalitions, ~0.1 h at 9.1 s each on 2 workers``."""
+        target = self.request.target
+        line = f"{target.measure} {status.value:.3g} / {target.goal:g}"
+        if status.met:
+            return f"{line} · met"
+        if status.needed is None:
+            return f"{line} · forecast: unknown (beyond 100x the coalitions)"
+        more = max(status.needed - status.coalitions, 0)
+        seconds = coalition_seconds(table)
+        hours = more * seconds / max(self.request.workers, 1) / 3600.0
+        workers = self.request.workers
+        cost = "" if np.isnan(seconds) else f", ~{hours:.2g} h at {seconds:.1f} s each on {workers} workers"
+        return f"{line} · ~{more} more coalitions{cost}"
+
+    def target_summary(self, status: TargetStatus) -> str:
+        """One line: target met at m coalitions, or where the cap left it and what the forecast says."""
+        target = self.request.target
+        if status.met:
+            return f"target {target} met with {status.coalitions} coalitions ({target.measure} {status.value:.3g})"
+        more = "unknown" if status.needed is None else f"~{max(status.needed - status.coalitions, 0)} more coalitions"
+        return (f"target {target} NOT met: stopped at the cap, {status.coalitions} coalitions (--budget "
+                f"{self.request.budget}); {target.measure} reached {status.value:.3g}, forecast: {more}")
 
     def _await_held(self, planned: Coalitions, held: dict[int, str], bar: tqdm, finisher: Finisher) -> int:
         """Wait for the coalitions another live driver held (RUNNING) when this one reached them; evaluate here
@@ -172,15 +230,6 @@ class Driver:
                 ran += self._evaluate(planned, lost, bar, finisher, held)
                 finisher.drain()
         return ran
-
-    def _rounds(self, pending: dict[int, np.ndarray]) -> list[dict[int, np.ndarray]]:
-        """The pending coalitions in plan order: one round, or rounds of max(n, 2 x workers x stack) when
-        adaptive (every worker gets two full stacks)."""
-        if not self.request.until_converged:
-            return [pending]
-        size = max(self.request.n_contributors, 2 * self.request.workers * self.request.stack)
-        items = list(pending.items())
-        return [dict(items[i:i + size]) for i in range(0, len(items), size)]
 
     def _evaluate(self, planned: Coalitions, pending: dict[int, np.ndarray], bar: tqdm, finisher: Finisher,
                   held: dict[int, str]) -> int:
@@ -222,7 +271,8 @@ class Driver:
                     self.tracker.get_or_run(self.name(cid, mask), "coalition", self.key(mask), work,
                                             parent=self.parent, tags=self.tags(cid), finisher=finisher, claim=False)
                 ran += 1
-                if not bar.disable and (bar.n % self.request.n_contributors == 0 or bar.n >= bar.total):
+                if not bar.disable and self.request.target is None and (
+                        bar.n % self.request.n_contributors == 0 or bar.n >= bar.total):
                     bar.set_postfix_str(self.forecast(bar.total - bar.n), refresh=True)  # a store query: every n
         finally:
             for run_id in claims.values():  # claimed, never evaluated (an error or Ctrl-C): redone next time
@@ -237,18 +287,13 @@ class Driver:
         except (ValueError, KeyError, np.linalg.LinAlgError):
             return None
 
-    def converged(self) -> bool:
-        """Whether the values logged so far meet the convergence rule at the request's threshold."""
-        result = self._estimate()
-        return result is not None and convergence(result, self.request.threshold)[0]
-
     def forecast(self, remaining: int) -> str:
         """The estimator's convergence forecast on the utilities logged so far (shown next to the ETA);
         ``remaining``: planned coalitions not evaluated yet (none left: no "more coalitions" to promise)."""
         result = self._estimate()
         if result is None:
             return "forecast: too few coalitions yet"
-        ok, more = convergence(result, self.request.threshold)
+        ok, more = convergence(result, DEFAULT_THRESHOLD)
         if ok:
             return "converged"
         if remaining <= 0:

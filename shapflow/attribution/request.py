@@ -17,7 +17,9 @@ from shapflow.config.request import split_overrides
 from shapflow.data import load_data
 from shapflow.data.assets import require_use_case
 from shapflow.execution import ExecutorSpec
-from shapflow.shapley import DEFAULT_METHOD, DEFAULT_THRESHOLD, METHODS, SAMPLERS, default_sampler, min_budget
+from shapflow.shapley import DEFAULT_METHOD, METHODS, SAMPLERS, default_sampler, min_budget
+from shapflow.shapley.sequential import design_minimum
+from shapflow.shapley.targets import Target, parse_target
 from shapflow.testing.smoke import smoke_config
 from shapflow.utility import DataProxy, Family, check_proxy, family_of, load_proxy
 
@@ -27,7 +29,8 @@ __all__ = ["Request", "load_config", "parse_request", "split_overrides"]
 @dataclass(frozen=True)
 class Request:
     """A validated attribution request: config, coalition budget, estimator, sampler seed, workers, alias,
-    experiment, the number of contributors, the adaptive-budget rule and where coalitions run."""
+    experiment, the number of contributors, the precision target (None: evaluate the whole budget) and where
+    coalitions run."""
 
     cfg: UseCaseConfig
     budget: int
@@ -37,8 +40,7 @@ class Request:
     alias: str | None
     experiment: str
     n_contributors: int
-    until_converged: bool = False
-    threshold: float = DEFAULT_THRESHOLD
+    target: Target | None = None  # stop once the values meet it (the budget is then the cap)
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     check: int = 0  # held-out half-size coalitions evaluated by the same utility to check the values
     stack: int = 1  # coalitions each local process trains and samples together (not part of any coalition's key)
@@ -56,13 +58,14 @@ def load_config(name_or_path: str, overrides: str | tuple[str, ...] = "", tiny: 
 def parse_request(use_case: str = "digits", config: str | None = None, overrides: str | tuple[str, ...] = "",
                   budget: int | None = None, method: str = DEFAULT_METHOD, seed: int = 0, workers: int | None = None,
                   alias: str | None = None, experiment: str | None = None, tiny: bool = False,
-                  until_converged: bool = False, threshold: float = DEFAULT_THRESHOLD, executor: str = "local",
+                  target: str | None = None, executor: str = "local",
                   ray_address: str | None = None, num_gpus: float = 0.0, max_retries: int = 3,
                   check: str | int = "auto", stack: int = 1, proxy: bool = True) -> Request:
     """Validate every parameter and check every external asset BEFORE any run exists.
 
     ``budget`` None or 0: 10 n. ``workers`` None or 0: one per core for light families, else one.
-    ``until_converged``: stop before ``budget`` once the values converge (``threshold`` x their range).
+    ``target``: e.g. ``pairs-separated=0.44`` (``shapley.targets``): coalitions come in batches chosen where the
+    variance falls most, and the run stops once the values meet it, or at ``budget`` (then the cap).
     ``executor``/``ray_address``/``num_gpus``/``max_retries``: where coalitions run (``ExecutorSpec``).
     ``tiny`` (or ``tiny=true`` in the config) selects the SMOKE configuration.
     ``check``: held-out coalitions of half the contributors the run evaluates by the same utility, to report how
@@ -95,14 +98,32 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
     alias = alias or None  # "" (the MLproject default) -> no alias
     if alias is not None and (alias.lower() == "latest" or not re.fullmatch(r"[\w-]+", alias)):
         raise ConfigError(f"alias={alias!r} is invalid: use letters, digits, - or _ ('latest' is reserved)")
-    if not threshold > 0:
-        raise ConfigError(f"threshold={threshold} is invalid: use a positive fraction of the value range, e.g. 0.05")
+    goal = _check_target(target, method, n, budget, workers, int(stack))
     data_proxy = None
     if proxy:
         planned = SAMPLERS[default_sampler(method)](n, budget, seed).masks
         data_proxy = check_proxy(load_proxy(cfg, pixels=pixels), planned, f"the data proxy ({cfg.property.name})")
-    return Request(cfg, budget, method, seed, workers, alias, experiment or cfg.name, n, until_converged, threshold,
-                   spec, _check_count(check, budget), int(stack), data_proxy)
+    return Request(cfg, budget, method, seed, workers, alias, experiment or cfg.name, n, goal, spec,
+                   _check_count(check, budget), int(stack), data_proxy)
+
+
+def _check_target(text: str | None, method: str, n: int, budget: int, workers: int, stack: int) -> Target | None:
+    """The parsed target (None for none); its method must use the leverage design and the cap cover its first
+    two batches."""
+    if not (text or "").strip():
+        return None
+    try:
+        target = parse_target(text, n)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if default_sampler(method) != "leverage":
+        raise ConfigError(f"target={text} needs a method on the leverage design (surrogate-shapley, surrogate-banzhaf, "
+                          f"leverage), not method={method}")
+    needed = design_minimum(n, workers, stack)
+    if budget < needed:
+        raise ConfigError(f"budget={budget} is below what target={text} needs for n={n} with {workers} worker(s): "
+                          f"a first batch and one chosen batch, {needed} coalitions; raise --budget (the cap)")
+    return target
 
 
 def _check_stack(stack: int, cfg: UseCaseConfig, family: Family, spec: ExecutorSpec) -> None:

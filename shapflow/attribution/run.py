@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from shapflow.attribution.driver import Driver
-from shapflow.attribution.plan import Proxy, plan
+from shapflow.attribution.plan import Proxy
 from shapflow.attribution.report import image_grid, precision, report_from_table, self_check, write_check
 from shapflow.attribution.request import Request
-from shapflow.config import identity, stage_key
-from shapflow.shapley import convergence, default_sampler, design_bias
+from shapflow.config import ConfigError, identity, stage_key
+from shapflow.shapley import DEFAULT_THRESHOLD, convergence, default_sampler, design_bias
 from shapflow.testing.smoke import SMOKE_LABEL
 from shapflow.tracking import (
     SMOKE_TAG,
@@ -99,10 +99,15 @@ def run_attribute(request: Request, *, uri: str | None = None, progress: bool = 
 
     ``batch`` (the ``coalitions`` entry point) evaluates only those planned coalitions and skips the report.
     """
+    if batch is not None and request.target is not None:
+        raise ConfigError(f"target={request.target} chooses each batch of coalitions from the values logged so far, "
+                          "so it has no fixed plan to slice into jobs: run it with `shapflow run` (Ray and workers "
+                          "scale it out), or drop --target for batch jobs")
     if request.cfg.tiny:
         print(f"shapflow: {request.cfg.name}: {SMOKE_LABEL}", file=sys.stderr)
     tracker = open_tracker(request.experiment, uri)
-    name = f"attribute · {request.cfg.name} · {request.method} · {request.budget} coalitions"
+    size = f"{request.budget} coalitions" if request.target is None else f"{request.target}, cap {request.budget}"
+    name = f"attribute · {request.cfg.name} · {request.method} · {size}"
     with parent_run(tracker, name, _tags(request, "attribute")) as parent, \
             tempfile.TemporaryDirectory(prefix="shapflow-attribute-") as workdir:
         return _attribute(tracker, request, parent, Path(workdir), progress, batch)
@@ -117,7 +122,8 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
     _log_market(tracker, parent, store, study)
     version = _register(tracker, request, store)
     study_id = identity("study", stage_key(cfg, "coalition"), store.runs["finetune"])
-    resolved = {"use_case": cfg.name, "budget": request.budget, "method": request.method, "seed": request.seed,
+    resolved = {"use_case": cfg.name, "budget": request.budget, "target": str(request.target or "-"),
+                "method": request.method, "seed": request.seed,
                 "workers": request.workers, "stack": request.stack, "executor": request.executor.kind,
                 "config_hash": stage_key(cfg, "coalition"), "pruned_model_version": version}
     # "study." keys: `mlflow run` already logged the raw -P values (budget=0 = default) under the plain names
@@ -129,25 +135,28 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
     if batch is not None:
         return AttributeResult(parent, tracker.experiment_id, study_id, pd.DataFrame(), "", evaluated)
     driver.check(progress)
-    return _report(tracker, request, study, parent, study_id, workdir / "report", evaluated)
+    return _report(tracker, request, study, parent, study_id, workdir / "report", evaluated, driver)
 
 
 def _report(tracker: Tracker, request: Request, study: Study, parent: str, study_id: str, folder: Path,
-            evaluated: int) -> AttributeResult:
-    """The values table and plots of the study's logged utilities, logged as the attribute run's outputs, with
-    their precision and the self-check as metrics."""
+            evaluated: int, driver: Driver) -> AttributeResult:
+    """The values table and plots of the design's logged utilities, logged as the attribute run's outputs, with
+    their precision, the self-check and (with a target) where the target stands as metrics."""
     table = utilities_table(tracker, study_id)
     values, banzhaf, frame = report_from_table(table, study.data.names, request.cfg.name, request.method, folder,
-                                               plan(request).masks, proxy=request.proxy)
+                                               driver.design, proxy=request.proxy)
     checked = self_check(table, {"shapley": values, "banzhaf": banzhaf})
     if checked:
         write_check(folder, checked)
     image_grid(study.images(num_images=64), folder / "samples_full.png")
     tracker.call("log_artifacts", parent, str(folder))
-    ok, more = convergence(values, request.threshold)
+    ok, more = convergence(values, DEFAULT_THRESHOLD)
     quality = {f"precision.{k}": v for k, v in precision(values).items()}
     if banzhaf is not None:
         quality |= {f"precision.banzhaf_{k}": v for k, v in precision(banzhaf).items()}
+    if driver.reached is not None:
+        quality |= {"target.met": float(driver.reached.met), "target.value": driver.reached.value,
+                    "target.forecast_coalitions": float(driver.reached.needed or -1)}
     tracker.log(parent, metrics={"coalitions": int(values.n_evaluations), "converged": float(ok),
                                  "forecast_additional": float(more), **quality, **checked,
                                  **value_metrics(values.values)})

@@ -52,7 +52,8 @@ class LazyGroup(BoundaryGroup):
 
 
 _SUBGROUPS = {"models": "shapflow.cli.models:models_group", "evaluate": "shapflow.cli.evaluate:evaluate_group",
-              "server": "shapflow.cli.scaleout:server_group", "coalitions": "shapflow.cli.scaleout:coalitions_group"}
+              "server": "shapflow.cli.scaleout:server_group", "coalitions": "shapflow.cli.scaleout:coalitions_group",
+              "plan": "shapflow.cli.plan:plan_command"}
 
 
 def _study(experiment: str | None, study: str | None) -> tuple[Tracker, str, object]:

@@ -14,7 +14,7 @@ import click
 
 from shapflow.cli.errors import WHOLE
 from shapflow.config import ConfigError, load_use_case
-from shapflow.config.request import DEFAULT_METHOD, DEFAULT_THRESHOLD, EXECUTORS, METHOD_NAMES, split_overrides
+from shapflow.config.request import DEFAULT_METHOD, EXECUTORS, METHOD_NAMES, split_overrides
 
 if TYPE_CHECKING:
     from shapflow.attribution import Request
@@ -58,10 +58,9 @@ def attribute_options(command):
         click.option("--experiment", default=None, help="MLflow experiment [default: the use case name]."),
         click.option("--tiny", type=click.BOOL, default=False, show_default=True,
                      help="SMOKE configuration: tiny random stand-ins for every external asset (plumbing only)."),
-        click.option("--until-converged", type=click.BOOL, default=False, show_default=True,
-                     help="Stop before the budget once every value's std is within --threshold of their range."),
-        click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
-                     help="Convergence rule: worst std <= threshold x (max value - min value)."),
+        click.option("--target", default="",
+                     help="Stop at the precision you need, --budget is then the cap: pairs-separated=0.44, "
+                          "mean-std=0.05, max-std=0.05 (x the values' range) or top-k-stable=5."),
         click.option("--check", default="auto", show_default=True,
                      help="Held-out half-size coalitions evaluated to check how well the values predict them "
                           "(auto: 10% of the budget; 0: none)."),

@@ -64,7 +64,7 @@ __all__ = [
 class DataConfig:
     """Where the contributors' images come from and how they are dealt."""
 
-    source: str = "digits-market"  # digits-market | digits-classes | manifest | cifar20 | celebahq | artbench
+    source: str = "digits-market"  # DATA_SOURCES: digits-market(-48, -128) | digits-classes | manifest | cifar20 | ...
     path: str | None = None  # manifest CSV for source=manifest (the other sources' files are in `assets`)
     channels: int = 1  # manifest images are converted to 1 (L) or 3 (RGB) channels
     image_size: int = 8
@@ -205,7 +205,8 @@ class PruneConfig:
 # The digits family scores with its own classifier; the *_v3/fid names use the FID InceptionV3 network.
 PROPERTY_NAMES = ("neg_log_fd", "frechet_distance", "inception_score", "class_entropy",
                   "inception_score_v3", "fid", "neg_log_fid", "cluster_entropy", "aesthetic_p90")
-DATA_SOURCES = ("digits-market", "digits-classes", "manifest", "cifar20", "celebahq", "artbench")
+DATA_SOURCES = ("digits-market", "digits-market-48", "digits-market-128", "digits-classes", "manifest", "cifar20",
+                "celebahq", "artbench")
 FAMILIES = ("pixel", "latent", "sd_lora")
 # Arithmetic of the training loop's forward + loss and of the sampler's denoiser (shapflow.training.precision):
 # fp32; tf32 (CUDA matmuls and convolutions in TF32, a no-op on CPU); bf16 (autocast, fp32 master weights);

@@ -6,11 +6,12 @@ import numpy as np
 
 from shapflow.config import AssetsConfig, DataConfig, InputError
 from shapflow.data.base import ContributorDataset, DataError
-from shapflow.data.digits import MARKET, digits_reference_images, load_digits_classes, load_digits_market
+from shapflow.data.digits import MARKET, MARKETS, digits_reference_images, load_digits_classes, load_digits_market
 from shapflow.data.manifest import load_manifest
 
 __all__ = [
     "MARKET",
+    "MARKETS",
     "ContributorDataset",
     "DataError",
     "digits_reference_images",
@@ -40,6 +41,8 @@ def load_data(cfg: DataConfig, assets: AssetsConfig | None = None) -> Contributo
 def _load(cfg: DataConfig, assets: AssetsConfig) -> ContributorDataset:
     if cfg.source == "digits-market":
         return load_digits_market(cfg.seed)
+    if cfg.source.startswith("digits-market-"):
+        return load_digits_market(cfg.seed, MARKETS[int(cfg.source.rsplit("-", 1)[1])])
     if cfg.source == "digits-classes":
         return load_digits_classes()
     if cfg.source == "cifar20":

@@ -4,7 +4,9 @@
 do (sizes, redundancy, complementarity, class skew, graded noise, blur, near-duplicates,
 near-blank images). Each recipe is seeded, documented in ``MARKET`` and carries the degradation
 level we expect it to have (0 = clean, 1 = useless), used by baselines and reports.
-``load_digits_classes`` makes the 10 digit classes the contributors (the paper's CIFAR-20 mirror).
+``scaled_market(blocks)`` deals the same 16 kinds to 16 x ``blocks`` contributors (48, 128: the markets that measure
+cost and precision against n on a real game). ``load_digits_classes`` makes the 10 digit classes the contributors
+(the paper's CIFAR-20 mirror).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from sklearn.datasets import load_digits
 
 from shapflow.data.base import ContributorDataset
 
-__all__ = ["MARKET", "Recipe", "digits_reference_images", "load_digits_classes", "load_digits_market"]
+__all__ = ["MARKET", "MARKETS", "Recipe", "digits_reference_images", "load_digits_classes", "load_digits_market",
+           "scaled_market"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,41 @@ MARKET: tuple[Recipe, ...] = (
     Recipe("near-blank", 80, "blank", param=0.12, degradation=0.8, expect="faint, near-empty images: harmful"),
     Recipe("clean-extra", 120, "clean", expect="clean shard: solid value"),
 )
+
+
+def scaled_market(blocks: int) -> tuple[Recipe, ...]:
+    """``MARKET`` dealt ``blocks`` times over: 16 x ``blocks`` contributors, every kind ``blocks`` times.
+
+    Block b's shards are ``MARKET``'s sizes / ``blocks`` (at least 4 images; the pool of 1,797 digits then lasts:
+    each block draws ~1,538 / ``blocks``), so the market's images are the 16-market's, spread thinner. Twins copy
+    the twin of their own block (copies cost the pool nothing); the scarce 8s are split among the ``blocks``
+    holders, who are redundant with each other and complementary to everyone else; the noise, blur and blank
+    levels are graded across blocks (x0.7 .. x1.3 of the 16-market's, degradation alike, at most 0.95).
+    Names are ``<kind name>-<block>``, e.g. ``noise-heavy-3``.
+    """
+    if blocks < 1:
+        raise ValueError(f"blocks={blocks} is invalid: use 1 (the 16-market) or more")
+    if blocks == 1:
+        return MARKET
+    recipes = []
+    for b in range(blocks):
+        grade = 0.7 + 0.6 * b / (blocks - 1)
+        for r in MARKET:
+            size = max(4, round(r.size / blocks))
+            graded = r.kind in ("noise", "blur", "blank")
+            param, expect = (r.param * grade if graded else r.param), r.expect
+            if r.kind == "dupes":  # a few originals, each repeated about as often as in the 16-market
+                param = float(max(2, round(size / 12)))
+                expect = f"{int(param)} images repeated to {size}: little new information"
+            elif r.kind == "class":
+                expect = f"1/{blocks} of the 8s, which only the {blocks} eights-* hold: redundant among them"
+            recipes.append(Recipe(f"{r.name}-{b + 1}", size, r.kind, param, r.classes,
+                                  min(0.95, r.degradation * grade) if graded else r.degradation, expect))
+    return tuple(recipes)
+
+
+# The shipped markets by number of contributors (data.source digits-market, digits-market-48, digits-market-128).
+MARKETS: dict[int, tuple[Recipe, ...]] = {16: MARKET, 48: scaled_market(3), 128: scaled_market(8)}
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +145,7 @@ def load_digits_market(seed: int = 0, recipes: tuple[Recipe, ...] = MARKET) -> C
     chunks, owners, info = [], [], []
     dealt: dict[str, np.ndarray] = {}
     for index, recipe in enumerate(recipes):
-        if recipe.kind == "copy":
+        if recipe.kind == "copy":  # the recipe before it: its twin
             source = dealt[recipes[index - 1].name]
         elif recipe.kind == "dupes":
             originals = pool.draw(int(recipe.param), exclude=(SCARCE_CLASS,))

@@ -18,7 +18,6 @@ def test_unknown_std_reads_n_a():
 
 def test_forecast_when_nothing_is_left_to_evaluate(monkeypatch):
     driver = object.__new__(Driver)  # no store, study or tracker: only the forecast is under test
-    driver.request = type("R", (), {"threshold": 0.05})()
     monkeypatch.setattr(driver, "_estimate", lambda: _result(0.2))  # far from converged: ~466-style forecast
     assert driver.forecast(remaining=5).startswith("~")
     assert driver.forecast(remaining=0) == "all planned coalitions evaluated (not converged)"

@@ -93,7 +93,7 @@ def test_mlproject_defaults_match_cli():
 
 def test_every_command_has_help_with_examples():
     runner = CliRunner()
-    for args in (["run"], ["utilities"], ["attribute"], ["report"], ["models", "load"], ["models", "check"]):
+    for args in (["run"], ["utilities"], ["attribute"], ["report"], ["models", "load"], ["models", "check"], ["plan"]):
         out = runner.invoke(main, [*args, "--help"])
         assert out.exit_code == 0 and "Example" in out.output, args
 
