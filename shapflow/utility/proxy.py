@@ -18,6 +18,7 @@ import numpy as np
 from shapflow.config import InputError, UseCaseConfig
 from shapflow.data import ContributorDataset, load_data
 from shapflow.properties import Property
+from shapflow.shapley.control import evaluate_proxy
 from shapflow.utility.study import load_scorer
 
 __all__ = ["DataProxy", "ProxyError", "check_proxy", "load_proxy"]
@@ -78,15 +79,11 @@ def check_proxy(proxy: Callable[[np.ndarray], np.ndarray], masks: np.ndarray,
     plain estimate)."""
     n = np.asarray(masks).shape[1]
     probe = np.concatenate([np.zeros((1, n), bool), np.ones((1, n), bool), np.asarray(masks, dtype=bool)])
-    q = np.asarray(proxy(probe), dtype=float)
-    if q.shape != (len(probe),):
-        raise ProxyError(f"{name} returned shape {q.shape} for {len(probe)} coalitions: it must return one value "
-                         "per coalition, (m,) for masks (m, n)")
-    bad = np.flatnonzero(~np.isfinite(q))
-    if bad.size:
-        raise ProxyError(f"{name} is not finite (NaN or inf) on {bad.size} of {len(probe)} coalitions (first: "
-                         f"{'empty' if bad[0] == 0 else 'full' if bad[0] == 1 else f'row {bad[0] - 2}'}): fix the "
-                         "property's per-image quantities, or run without the proxy (--no-proxy)")
+    try:  # the estimator's own check of a proxy's answers (one length, finite), as a user error here
+        q = evaluate_proxy(proxy, probe)
+    except ValueError as err:
+        raise ProxyError(f"{name}: {err} (rows 0 and 1 are the empty and full coalitions); fix the property's "
+                         "per-image quantities, or run without the proxy (--proxy false)") from None
     if np.ptp(q) <= CONSTANT_RTOL * max(1.0, float(np.max(np.abs(q)))):
         warnings.warn(f"{name} is constant ({q[0]:.6g}) on every coalition: it carries no information, so the "
                       "values are estimated without it", UserWarning, stacklevel=2)

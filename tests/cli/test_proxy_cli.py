@@ -64,8 +64,8 @@ def _fake(game):
 
 def test_a_bad_proxy_stops_the_request_before_any_run(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns.db")
-    for game, words in ((lambda m: np.full(len(m), np.nan), "not finite"),
-                        (lambda m: np.zeros(len(m) + 2), "one value per coalition")):
+    for game, words in ((lambda m: np.full(len(m), np.nan), "NaN/inf"),
+                        (lambda m: np.zeros(len(m) + 2), "one float per mask row")):
         monkeypatch.setattr(request_module, "load_proxy", _fake(game))
         out = CliRunner().invoke(main, ["run", "--use-case", "digits-classes", "--budget", "10"])
         assert out.exit_code == 2 and words in out.output, out.output

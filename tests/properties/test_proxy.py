@@ -89,9 +89,9 @@ def test_quantile_proxy_matches_numpy_on_random_coalitions():
 
 def test_check_proxy_rejects_wrong_length_and_nan_and_drops_a_constant_one():
     masks = np.random.default_rng(2).random((6, 4)) < 0.5
-    with pytest.raises(ProxyError, match="one value per coalition"):
+    with pytest.raises(ProxyError, match="one float per mask row"):
         check_proxy(lambda m: np.zeros(len(m) + 1), masks)
-    with pytest.raises(ProxyError, match="not finite"):
+    with pytest.raises(ProxyError, match="NaN/inf"):
         check_proxy(lambda m: np.where(m.sum(1) == 0, np.nan, 1.0 * m.sum(1)), masks)
     with pytest.warns(UserWarning, match="constant"):
         assert check_proxy(lambda m: np.full(len(m), 3.0), masks) is None
