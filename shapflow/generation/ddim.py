@@ -13,6 +13,7 @@ import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
 from shapflow.config import DiffusionConfig, SampleConfig
+from shapflow.generation.deadline import check_deadline
 from shapflow.models.stacked import StackedModules
 from shapflow.training.precision import compute_precision
 
@@ -79,6 +80,7 @@ def _ddim(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], members
     for batch in noise.split(cfg.batch_size):
         x = batch.to(device).expand(members, *batch.shape).contiguous()
         for t in scheduler.timesteps:
+            check_deadline(step=True)  # a served request's time limit binds between steps (generation.deadline)
             with compute_precision(precision, device):
                 eps = predict(x, t).float()
             step_noise = None

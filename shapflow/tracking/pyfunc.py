@@ -19,9 +19,11 @@ the set) and ``properties`` ({property: value} of the set), None in the rows tha
 
 Limits, so a server cannot be made to compute for minutes: a seed in [0, 2^32 - 1], steps in [1, the model's
 timesteps], at most ``SHAPFLOW_SERVE_MAX_ROWS`` rows per request (default 64), and a time limit per request
-(``SHAPFLOW_SERVE_TIME_LIMIT`` seconds, default 120) checked before each row: past it the request stops with
-an error saying how far it got. Both settings are read from the environment when the model loads. A bad
-request is answered with one line (``MlflowException``, HTTP 400; 429 past the time limit), never a stack.
+(``SHAPFLOW_SERVE_TIME_LIMIT`` seconds, default 120) checked before each row and between denoising steps
+(``generation.deadline``): past it the request stops with an error saying how far it got. MLflow's scoring server
+gives ``predict`` no way to see a client that hung up, so this limit is what bounds an abandoned request.
+Both settings are read from the environment when the model loads. A bad request is answered with one line
+(``MlflowException``, HTTP 400; 429 past the time limit), never a stack.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types.schema import Array, ColSpec, Map, Schema
 
 from shapflow.config import InputError
+from shapflow.generation.deadline import DeadlineExceeded, check_deadline, deadline
 from shapflow.properties import Property
 from shapflow.tracking.store import Tracker, global_tracking_uri, quoted
 from shapflow.utility import load_scorer
@@ -80,7 +82,6 @@ class StageModel(PythonModel):
     def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
         """One row per input row (see the module docstring for the schema and the limits)."""
-        deadline = time.monotonic() + self.time_limit
         try:
             frame = _checked(model_input, self.max_rows)
             seeds = [int(seed) for seed in frame["seed"]]
@@ -93,13 +94,17 @@ class StageModel(PythonModel):
         except InputError as err:
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
         images, scores = [], []
-        for row, (s, k, score) in enumerate(zip(seeds, steps, wanted, strict=True)):
-            if time.monotonic() > deadline:
-                raise MlflowException(f"time limit of {self.time_limit:g} s ({TIME_LIMIT[0]}) reached after {row} of "
-                                      f"{len(seeds)} rows: send fewer rows or steps per request, or raise the limit",
-                                      error_code=REQUEST_LIMIT_EXCEEDED)
-            images.append(seed_image(self.loaded, s, k).tolist())
-            scores.append(seed_properties(self.loaded, self._scorer(), s, k) if score else None)
+        with deadline(self.time_limit):
+            for s, k, score in zip(seeds, steps, wanted, strict=True):
+                try:
+                    check_deadline()
+                    images.append(seed_image(self.loaded, s, k).tolist())
+                    scores.append(seed_properties(self.loaded, self._scorer(), s, k) if score else None)
+                except DeadlineExceeded as stop:
+                    raise MlflowException(
+                        f"time limit of {self.time_limit:g} s ({TIME_LIMIT[0]}) reached after {len(images)} of "
+                        f"{len(seeds)} rows and {stop.steps} denoising steps: send fewer rows or steps per "
+                        "request, or raise the limit", error_code=REQUEST_LIMIT_EXCEEDED) from None
         out = pd.DataFrame({"seed": seeds, "num_inference_steps": steps, "image": images,
                             "settings": [self._settings(k) for k in steps]})
         if any(wanted):

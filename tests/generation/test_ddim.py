@@ -1,7 +1,10 @@
+import pytest
 import torch
 
 from shapflow.config import DiffusionConfig, ModelConfig, SampleConfig
+from shapflow.generation import deadline as deadline_module
 from shapflow.generation.ddim import initial_noise, sample
+from shapflow.generation.deadline import DeadlineExceeded, check_deadline, deadline
 from shapflow.models import build_unet
 
 
@@ -23,3 +26,22 @@ def test_same_noise_for_every_model_and_prefix_stable():
     again = sample(build_unet(ModelConfig(), seed=9), SampleConfig(num_images=2, num_inference_steps=2),
                    DiffusionConfig())
     assert torch.equal(other, again)
+
+
+def test_a_deadline_stops_sampling_between_steps_and_says_how_many_ran(monkeypatch):
+    clock = iter(range(100))  # every reading of the clock is one second later
+    monkeypatch.setattr(deadline_module.time, "monotonic", lambda: float(next(clock)))
+    model = build_unet(ModelConfig(), seed=2)
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *args, **kwargs: calls.append(1) or forward(*args, **kwargs))
+    with pytest.raises(DeadlineExceeded) as stopped, deadline(3.5):  # set at 0: steps at 1, 2, 3 run, 4 stops
+        sample(model, SampleConfig(num_images=2, num_inference_steps=20), DiffusionConfig())
+    assert stopped.value.steps == len(calls) == 3
+
+
+def test_without_a_deadline_sampling_never_stops():
+    check_deadline(step=True)  # no enclosing deadline: nothing to check, nothing raised
+    images = sample(build_unet(ModelConfig(), seed=2), SampleConfig(num_images=2, num_inference_steps=2),
+                    DiffusionConfig())
+    assert images.shape[0] == 2
