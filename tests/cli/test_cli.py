@@ -10,14 +10,6 @@ from shapflow.cli.main import main, run_command
 from shapflow.tracking import open_tracker
 
 
-@pytest.fixture
-def cli(tiny_store, monkeypatch):
-    uri, result, request = tiny_store
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    return CliRunner(), result, request
-
-
 def test_values_recomputed_from_logged_utilities_with_two_estimators(cli):
     runner, _, request = cli
     tracker = open_tracker(request.experiment)

@@ -17,14 +17,6 @@ from shapflow.tracking import open_tracker
 from shapflow.utility import DataProxy
 
 
-@pytest.fixture
-def cli(tiny_store, monkeypatch):
-    uri, result, request = tiny_store
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    return CliRunner(), result, request
-
-
 def test_q_is_logged_beside_v_and_reported(cli):
     runner, result, request = cli
     assert request.proxy is not None  # on by default
