@@ -202,8 +202,8 @@ class Driver:
         more = max(status.needed - status.coalitions, 0)
         seconds = coalition_seconds(table)
         hours = more * seconds / max(self.request.workers, 1) / 3600.0
-        workers = self.request.workers
-        cost = "" if np.isnan(seconds) else f", ~{hours:.2g} h at {seconds:.1f} s each on {workers} workers"
+        workers = f"{self.request.workers} worker" + ("" if self.request.workers == 1 else "s")
+        cost = "" if np.isnan(seconds) else f", ~{hours:.2g} h at {seconds:.1f} s each on {workers}"
         return f"{line} · ~{more} more coalitions{cost}"
 
     def target_summary(self, status: TargetStatus) -> str:

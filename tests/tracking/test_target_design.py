@@ -22,9 +22,9 @@ USE_CASE, N = "digits-classes", 10  # first batch 10 coalitions, then 6 (n / 2 =
 STRICT = "pairs-separated=1.0"  # never met on fast settings: the run goes to its cap
 
 
-def _request(target: str, budget: int, name: str, workers: int = 1):
+def _request(target: str, budget: int, name: str, workers: int = 1, stack: int = 1):
     return parse_request(USE_CASE, overrides=FAST_SETTINGS, budget=budget, workers=workers, target=target,
-                         experiment=name, check=0)
+                         experiment=name, check=0, stack=stack)
 
 
 def _metrics(uri: str, name: str, run_id: str) -> dict:
@@ -45,7 +45,8 @@ def test_stops_at_the_target_or_at_the_cap(tmp_path, monkeypatch, capsys):
     assert loose.evaluated_now == N  # the first batch meets it: no second batch
     assert _metrics(uri, "loose", loose.run_id)["target.met"] == 1.0
     assert "target mean-std=0.999 met with 10 coalitions" in capsys.readouterr().err
-    strict = run_attribute(_request(STRICT, 30, "strict"), uri=uri, progress=False)
+    # stacked (two coalitions per vmapped loop): batches of 6 split into stacks, the same design and cap
+    strict = run_attribute(_request(STRICT, 30, "strict", stack=2), uri=uri, progress=False)
     assert strict.evaluated_now == 30  # 10 + 6 + 6 + 6 + 2: the cap, never more
     metrics = _metrics(uri, "strict", strict.run_id)
     assert metrics["target.met"] == 0.0 and metrics["coalitions"] == 30
