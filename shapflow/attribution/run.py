@@ -149,7 +149,7 @@ def _report(tracker: Tracker, request: Request, study: Study, parent: str, study
     if checked:
         write_check(folder, checked)
     image_grid(study.images(num_images=64), folder / "samples_full.png")
-    tracker.call("log_artifacts", parent, str(folder))
+    tracker.log_artifacts(parent, folder)
     ok, more = convergence(values, DEFAULT_THRESHOLD)
     quality = {f"precision.{k}": v for k, v in precision(values).items()}
     if banzhaf is not None:
@@ -160,7 +160,7 @@ def _report(tracker: Tracker, request: Request, study: Study, parent: str, study
     tracker.log(parent, metrics={"coalitions": int(values.n_evaluations), "converged": float(ok),
                                  "forecast_additional": float(more), **quality, **checked,
                                  **value_metrics(values.values)})
-    run = tracker.call("get_run", parent)
+    run = tracker.get_run(parent)
     return AttributeResult(parent, tracker.experiment_id, study_id, frame, run.info.artifact_uri, evaluated)
 
 
@@ -172,7 +172,7 @@ def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, meth
     ``planned_by``: the method whose sampler drew the study's coalitions; where ``method`` is biased on that
     design the run says so in its ``shapflow.design_bias`` tag (``shapley.design_bias``)."""
     table = utilities_table(tracker, study_id)
-    names = logged_names(tracker, tracker.call("get_run", parent), table)
+    names = logged_names(tracker, tracker.get_run(parent), table)
     bias = design_bias(method, default_sampler(planned_by)) if planned_by else None
     with tempfile.TemporaryDirectory(prefix="shapflow-estimate-") as tmp:
         values, _, frame = report_from_table(table, names, use_case, method, Path(tmp), proxy=proxy)
@@ -183,6 +183,6 @@ def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, meth
                                     "study": study_id, "proxy": str(proxy is not None).lower(),
                                     **contributor_params(names)},
                     metrics=value_metrics(values.values))
-        tracker.call("log_artifacts", run_id, tmp)
+        tracker.log_artifacts(run_id, Path(tmp))
         tracker.end(run_id)
     return run_id, frame

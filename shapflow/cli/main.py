@@ -200,18 +200,6 @@ def reestimate_command(experiment: str | None, method: str, study: str | None, p
     _reestimate(experiment, method, study, proxy)
 
 
-@main.command("attribute", hidden=True)
-@_with_reestimate_options
-def attribute_command(experiment: str | None, method: str, study: str | None) -> None:
-    """Old name of ``shapflow reestimate`` (kept for one release).
-
-    \b
-    Example:  shapflow reestimate --method kernelshap-paired
-    """
-    click.echo("shapflow attribute is now `shapflow reestimate` (this alias goes in the next release)", err=True)
-    _reestimate(experiment, method, study)
-
-
 @main.command("report")
 @click.option("--experiment", default=None, help="Experiment name [default: that of the newest attribute run].")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHOD_NAMES)))

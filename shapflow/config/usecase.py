@@ -21,7 +21,6 @@ from typing import Any
 import yaml
 
 from shapflow.config.sections import (
-    ASSET_KEYS,
     REGISTRY_NAME,
     REGISTRY_NAME_RULE,
     AssetsConfig,
@@ -32,21 +31,16 @@ from shapflow.config.sections import (
 from shapflow.config.sections import check as _check
 
 __all__ = [
-    "ASSET_KEYS",
     "FAMILIES",
     "PRECISIONS",
     "PRECISION_AUTO",
     "STAGES",
-    "AssetsConfig",
-    "ConfigError",
     "DataConfig",
     "DiffusionConfig",
     "EMAConfig",
-    "LoraConfig",
     "ModelConfig",
     "PropertyConfig",
     "PruneConfig",
-    "SampleConfig",
     "TrainConfig",
     "UseCaseConfig",
     "UtilityConfig",

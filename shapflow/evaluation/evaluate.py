@@ -237,8 +237,8 @@ def _report(tracker: Tracker, parent: str, study: Study, methods: list[MethodVal
     scatter_plots({m.name: masks.astype(float) @ m.values for m in methods}, truth, folder / "scatter")
     if json_path is not None:
         write_json(json_path, results, floor, size)
-        tracker.call("log_artifact", parent, str(json_path))
-    tracker.call("log_artifacts", parent, str(folder))
+        tracker.log_artifact(parent, json_path)
+    tracker.log_artifacts(parent, folder)
     metrics = {f"lds.{r.method}": r.mean for r in results if np.isfinite(r.mean)}
     tracker.log(parent, metrics={**metrics, **game, "lds.random_mean": floor.mean,
                                  "lds.random_half_width": floor.half_width})

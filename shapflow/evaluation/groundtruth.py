@@ -31,9 +31,7 @@ from shapflow.properties import Property
 from shapflow.training import Member, sampling_state, train_many
 from shapflow.utility import family_of, load_scorer
 
-__all__ = ["ALPHAS", "RetrainJob", "RetrainOutcome", "job_key", "run_jobs", "time_one"]
-
-ALPHAS = (0.25, 0.5, 0.75)
+__all__ = ["RetrainJob", "RetrainOutcome", "job_key", "run_jobs", "time_one"]
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: s
         budget = max(budget, min_budget(estimator, n) - 2)  # below it nothing can be estimated: say so in compute
         extra = f" utility.method={utility}" if utility != "sft" else ""
         request = parse_request(use_case, overrides=f"{overrides}{extra}".strip(), budget=budget, method=estimator,
-                                workers=workers, experiment=tracker.call("get_experiment", tracker.experiment_id).name,
+                                workers=workers, experiment=tracker.experiment_name,
                                 check=0)  # retrained ground truth tests these values: no self-check to pay for
         study_id = _finished_study(tracker, request)
         if study_id is None:
@@ -187,7 +187,7 @@ def _logged_method(tracker: Tracker, study: Study, name: str, key: str, parent: 
                                         parent=parent, tags={USE_CASE_TAG: study.cfg.name, "shapflow.method": name})
     if not reused:
         return computed[0]
-    return logged_values(tracker.call("get_run", run_id), names)
+    return logged_values(tracker.get_run(run_id), names)
 
 
 def all_method_names() -> tuple[str, ...]:

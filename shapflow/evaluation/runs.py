@@ -85,7 +85,7 @@ def log_outcome(tracker: Tracker, cfg: UseCaseConfig, names: tuple[str, ...], ou
         images = getattr(outcome, "images", None)
         if images is not None:
             with tempfile.TemporaryDirectory(prefix="shapflow-retrain-") as tmp:
-                tracker.call("log_artifact", run_id, str(image_grid(images, Path(tmp) / "samples.png")))
+                tracker.log_artifact(run_id, image_grid(images, Path(tmp) / "samples.png"))
     except BaseException:
         tracker.end(run_id, "FAILED")
         raise

@@ -12,7 +12,14 @@ from shapflow.tracking.datasets import (
     value_metrics,
 )
 from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, owner_alive
-from shapflow.tracking.registry import RegisteredModel, load_registered, register_stage, resolve_model
+from shapflow.tracking.registry import (
+    NoSuchModel,
+    RegisteredModel,
+    list_versions,
+    load_registered,
+    register_stage,
+    set_alias,
+)
 from shapflow.tracking.runs import (
     LINK_TAG,
     FinishedLookup,
@@ -45,7 +52,8 @@ from shapflow.tracking.store import (
 
 __all__ = ["CLAIM_ATTEMPTS", "HEARTBEAT_TAG", "KEY_TAG", "LINK_TAG", "OWNER_TAG", "PARENT_TAG", "SMOKE_TAG",
            "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Contributors", "FinishedLookup", "Finisher", "NoSuchExperiment",
-           "RegisteredModel", "RunStopped", "TrackedStore", "Tracker", "client_for", "code_version",
-           "contributor_params", "default_tracking_uri", "latest_experiment", "load_registered", "log_training_input",
-           "logged_names", "logged_values", "open_tracker", "owner_alive", "parent_run", "quoted", "register_stage",
-           "resolve_model", "studies", "study_config", "utilities_table", "value_metrics", "with_members"]
+           "NoSuchModel", "RegisteredModel", "RunStopped", "TrackedStore", "Tracker", "client_for", "code_version",
+           "contributor_params", "default_tracking_uri", "latest_experiment", "list_versions", "load_registered",
+           "log_training_input", "logged_names", "logged_values", "open_tracker", "owner_alive", "parent_run",
+           "quoted", "register_stage", "set_alias", "studies", "study_config", "utilities_table", "value_metrics",
+           "with_members"]

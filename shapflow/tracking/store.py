@@ -151,6 +151,23 @@ class Tracker:
                 time.sleep(min(0.05 * 2**attempt, 2.0))
         raise AssertionError("unreachable")
 
+    def get_run(self, run_id: str) -> Run:
+        """The run ``run_id`` (its params, metrics, tags and artifact URI)."""
+        return self.call("get_run", run_id)
+
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        """Copy one file into the artifacts of ``run_id``."""
+        self.call("log_artifact", run_id, str(path))
+
+    def log_artifacts(self, run_id: str, folder: Path) -> None:
+        """Copy a folder's files into the artifacts of ``run_id``."""
+        self.call("log_artifacts", run_id, str(folder))
+
+    @property
+    def experiment_name(self) -> str:
+        """The name of the experiment this tracker writes to."""
+        return self.call("get_experiment", self.experiment_id).name
+
     def search(self, filter_string: str, max_results: int | None = None) -> list[Run]:
         """All runs of the experiment matching ``filter_string``, newest first (paged)."""
         runs: list[Run] = []
