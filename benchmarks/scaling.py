@@ -41,9 +41,9 @@ from shapflow.data import load_data  # noqa: E402
 from shapflow.evaluation.groundtruth import RetrainJob, run_jobs  # noqa: E402
 from shapflow.execution import ExecutorSpec, evaluate_many  # noqa: E402
 from shapflow.execution.local import _evaluate_in_worker, _init_worker  # noqa: E402
+from shapflow.services.server import start_mlflow_server, start_postgres  # noqa: E402
 from shapflow.testing.fast import FAST_SETTINGS  # noqa: E402
 from shapflow.tracking import Tracker  # noqa: E402
-from shapflow.tracking.server import start_mlflow_server, start_postgres  # noqa: E402
 from shapflow.utility import load_scorer, load_study  # noqa: E402
 from shapflow.utility.protocol import STAGE_ORDER  # noqa: E402
 

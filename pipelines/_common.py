@@ -33,7 +33,7 @@ def validated(parse=None, **options):
 
         load_use_case(options.get("config") or options["use_case"], split_overrides(options.get("overrides", "")))
     if os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` killed from here on: stop too, and end its run
-        from shapflow.execution.lifetime import stop_with_parent
+        from shapflow.services.lifetime import stop_with_parent
 
         stop_with_parent(_STATE["parent"])
     if parse is None:

@@ -1,7 +1,7 @@
-"""The only MLflow code: the client and its retried writes (``store``), an entry point's runs and reading them
-back (``runs``), stage runs (``stages``), the contributors as MLflow datasets (``datasets``), the model registry
-(``registry``) whose versions are MLflow models (``pyfunc``), the tracking server (``server``), who owns a RUNNING
-run (``owner``)."""
+"""The only MLflow code: the client and its retried writes (``store``), claims on run keys (``claims``), the tags
+runs are found by (``tags``), an entry point's runs and reading them back (``runs``), stage runs (``stages``), the
+contributors as MLflow datasets (``datasets``), the model registry (``registry``) whose versions are MLflow models
+(``pyfunc``), who owns a RUNNING run (``owner``). The tracking server process is ``shapflow.services.server``."""
 
 from shapflow.tracking.datasets import (
     Contributors,

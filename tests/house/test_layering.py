@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "shapflow"
 # Lowest first: what a layer may import is everything on its left. shapley (pure numpy) sits just above config.
-LAYERS = ("__init__", "cache", "config", "shapley", "data", "models", "kernels", "training", "generation",
+LAYERS = ("__init__", "cache", "config", "shapley", "services", "data", "models", "kernels", "training", "generation",
           "properties", "testing", "utility", "execution", "tracking", "attribution", "evaluation", "cli")
 MAX_TOP_LEVEL_MODULES = 8
 DYNAMIC_IMPORTS = {"import_module", "__import__"}
