@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from shapflow.attribution.request import Request
+from shapflow.attribution.attribute_request import Request
 from shapflow.config import ConfigError
 from shapflow.shapley import METHODS, SAMPLERS, Coalitions, ShapleyResult, default_sampler, estimate, estimate_indices
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from shapflow.attribution.attribute_request import Request
 from shapflow.attribution.driver import Driver
 from shapflow.attribution.plan import Proxy
 from shapflow.attribution.report import image_grid, precision, report_from_table, self_check, write_check
-from shapflow.attribution.request import Request
 from shapflow.config import ConfigError, identity, stage_key
 from shapflow.shapley import DEFAULT_THRESHOLD, convergence, default_sampler, design_bias
 from shapflow.testing.smoke import SMOKE_LABEL

@@ -51,9 +51,9 @@ class LazyGroup(BoundaryGroup):
         return getattr(importlib.import_module(module), attribute)
 
 
-_SUBGROUPS = {"models": "shapflow.cli.models:models_group", "evaluate": "shapflow.cli.evaluate:evaluate_group",
+_SUBGROUPS = {"models": "shapflow.cli.models:models_group", "evaluate": "shapflow.cli.evaluate_commands:evaluate_group",
               "server": "shapflow.cli.scaleout:server_group", "coalitions": "shapflow.cli.scaleout:coalitions_group",
-              "plan": "shapflow.cli.plan:plan_command"}
+              "plan": "shapflow.cli.plan_command:plan_command"}
 
 
 def _study(experiment: str | None, study: str | None) -> tuple[Tracker, str, object]:

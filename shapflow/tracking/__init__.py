@@ -1,7 +1,8 @@
-"""The only MLflow code: the client and its retried writes (``store``), claims on run keys (``claims``), the tags
-runs are found by (``tags``), an entry point's runs and reading them back (``runs``), stage runs (``stages``), the
-contributors as MLflow datasets (``datasets``), the model registry (``registry``) whose versions are MLflow models
-(``pyfunc``), who owns a RUNNING run (``owner``). The tracking server process is ``shapflow.services.server``."""
+"""The only MLflow code: the client and its retried writes (``store``), claims on run keys (``claims``), the
+tags runs are found by (``tags``), an entry point's runs and reading them back (``entry_runs``), stage runs
+(``stage_runs``), the contributors as MLflow datasets (``datasets``), the model registry (``registry``) whose
+versions are MLflow models (``pyfunc``), who owns a RUNNING run (``owner``). The tracking server process is
+``shapflow.services.server``."""
 
 from shapflow.tracking.datasets import (
     Contributors,
@@ -11,16 +12,7 @@ from shapflow.tracking.datasets import (
     logged_values,
     value_metrics,
 )
-from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, owner_alive
-from shapflow.tracking.registry import (
-    NoSuchModel,
-    RegisteredModel,
-    list_versions,
-    load_registered,
-    register_stage,
-    set_alias,
-)
-from shapflow.tracking.runs import (
+from shapflow.tracking.entry_runs import (
     LINK_TAG,
     FinishedLookup,
     RunStopped,
@@ -31,7 +23,16 @@ from shapflow.tracking.runs import (
     utilities_table,
     with_members,
 )
-from shapflow.tracking.stages import TrackedStore
+from shapflow.tracking.owner import HEARTBEAT_TAG, OWNER_TAG, owner_alive
+from shapflow.tracking.registry import (
+    NoSuchModel,
+    RegisteredModel,
+    list_versions,
+    load_registered,
+    register_stage,
+    set_alias,
+)
+from shapflow.tracking.stage_runs import TrackedStore
 from shapflow.tracking.store import (
     CLAIM_ATTEMPTS,
     KEY_TAG,

@@ -104,7 +104,7 @@ def test_every_command_has_help_with_examples():
 
 
 def test_mlproject_evaluate_defaults_match_cli():
-    from shapflow.cli.evaluate import lds_command
+    from shapflow.cli.evaluate_commands import lds_command
 
     with open("MLproject") as handle:
         project = yaml.safe_load(handle)

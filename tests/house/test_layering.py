@@ -167,3 +167,27 @@ def test_a_cycle_is_caught():
 
 def test_shapley_sits_just_above_config():
     assert LAYERS.index("shapley") == LAYERS.index("config") + 1
+
+
+def duplicate_file_names(package: Path) -> dict[str, list[str]]:
+    """{file name: the folders holding it} for every module name used in two folders (``__init__``/``__main__``
+    excepted): a name says what a file is, and means one thing in the whole package."""
+    folders: dict[str, list[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        if not path.name.startswith("__"):
+            folders.setdefault(path.name, []).append(str(path.parent.relative_to(package.parent)))
+    return {name: where for name, where in folders.items() if len(where) > 1}
+
+
+def test_no_file_name_in_two_folders():
+    twice = duplicate_file_names(PACKAGE)
+    assert not twice, "file names used in two folders (rename one for what it is):\n" + "\n".join(
+        f"{name}: {', '.join(where)}" for name, where in sorted(twice.items()))
+
+
+def test_a_file_name_in_two_folders_is_caught(tmp_path):
+    for folder in ("shapflow/data", "shapflow/properties"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "digits.py").write_text("")
+        (tmp_path / folder / "__init__.py").write_text("")
+    assert duplicate_file_names(tmp_path / "shapflow") == {"digits.py": ["shapflow/data", "shapflow/properties"]}

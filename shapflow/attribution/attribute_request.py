@@ -72,7 +72,7 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
     well the values predict them; ``auto``: 10% of the budget (8 to 48, at most 20%), 0: none.
     ``stack``: coalitions each local process trains and samples together in one vmapped loop (the same utilities
     as one at a time; faster where small models leave the device idle).
-    ``proxy``: use the data proxy q(S) (the property of S's own real images, ``shapflow.utility.proxy``) as the
+    ``proxy``: use the data proxy q(S) (the property of S's own real images, ``shapflow.utility.data_proxy``) as the
     estimator's control variate; it is computed and checked here, so a bad one stops the request before any run.
     """
     cfg = load_config(config or use_case, overrides, tiny)
