@@ -4,6 +4,7 @@ tags runs are found by (``tags``), an entry point's runs and reading them back (
 versions are MLflow models (``pyfunc``), who owns a RUNNING run (``owner``). The tracking server process is
 ``shapflow.services.server``."""
 
+from shapflow.tracking.claims import CLAIM_ATTEMPTS, Finisher
 from shapflow.tracking.datasets import (
     Contributors,
     contributor_params,
@@ -34,22 +35,14 @@ from shapflow.tracking.registry import (
 )
 from shapflow.tracking.stage_runs import TrackedStore
 from shapflow.tracking.store import (
-    CLAIM_ATTEMPTS,
-    KEY_TAG,
-    PARENT_TAG,
-    SMOKE_TAG,
-    STAGE_TAG,
-    STUDY_TAG,
-    USE_CASE_TAG,
-    Finisher,
     NoSuchExperiment,
     Tracker,
     client_for,
     code_version,
     default_tracking_uri,
     open_tracker,
-    quoted,
 )
+from shapflow.tracking.tags import KEY_TAG, PARENT_TAG, SMOKE_TAG, STAGE_TAG, STUDY_TAG, USE_CASE_TAG, quoted
 
 __all__ = ["CLAIM_ATTEMPTS", "HEARTBEAT_TAG", "KEY_TAG", "LINK_TAG", "OWNER_TAG", "PARENT_TAG", "SMOKE_TAG",
            "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Contributors", "FinishedLookup", "Finisher", "NoSuchExperiment",

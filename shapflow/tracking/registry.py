@@ -28,7 +28,8 @@ from mlflow.models import Model
 
 from shapflow.config import REGISTRY_NAME, REGISTRY_NAME_RULE, ConfigError, InputError, UseCaseConfig
 from shapflow.tracking.pyfunc import STAGE_ARTIFACT, log_stage_model
-from shapflow.tracking.store import Tracker, global_tracking_uri, open_tracker, quoted, store_lock
+from shapflow.tracking.store import Tracker, global_tracking_uri, open_tracker, store_lock
+from shapflow.tracking.tags import quoted
 from shapflow.utility import Context, Family, Models
 from shapflow.utility.deploy import LoadedStage, load_stage_folder
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from shapflow.config import identity, stage_key
-from shapflow.tracking.store import USE_CASE_TAG, Tracker, code_version
+from shapflow.tracking.store import Tracker, code_version
+from shapflow.tracking.tags import USE_CASE_TAG
 from shapflow.utility import Models, StageIO
 
 __all__ = ["TrackedStore"]

@@ -33,21 +33,10 @@ from shapflow.config import InputError
 from shapflow.tracking.claims import CLAIM_ATTEMPTS, Claims, Finisher
 from shapflow.tracking.faults import store_fault
 from shapflow.tracking.owner import HEARTBEAT_TAG, Heartbeat, owner_tags
-from shapflow.tracking.tags import (
-    KEY_TAG,
-    KIND_TAG,
-    PARENT_TAG,
-    SMOKE_TAG,
-    STAGE_TAG,
-    STUDY_TAG,
-    TRAINING_KIND,
-    USE_CASE_TAG,
-    quoted,
-)
+from shapflow.tracking.tags import KEY_TAG, KIND_TAG, PARENT_TAG, TRAINING_KIND, quoted
 
-__all__ = ["CLAIM_ATTEMPTS", "KEY_TAG", "KIND_TAG", "PARENT_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG",
-           "TRAINING_KIND", "USE_CASE_TAG", "Finisher", "NoSuchExperiment", "Tracker", "client_for", "code_version",
-           "default_tracking_uri", "global_tracking_uri", "open_tracker", "quoted", "runs_page", "store_lock"]
+__all__ = ["CLAIM_ATTEMPTS", "Finisher", "NoSuchExperiment", "Tracker", "client_for", "code_version",
+           "default_tracking_uri", "global_tracking_uri", "open_tracker", "runs_page", "store_lock"]
 
 RETRIES = 30
 
