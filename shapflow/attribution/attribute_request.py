@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from shapflow.cache import cache_dir
-from shapflow.config import ConfigError, UseCaseConfig, load_use_case
+from shapflow.config import ConfigError, UseCaseConfig, identity, load_use_case, stage_key
 from shapflow.config.request import split_overrides
 from shapflow.data import load_data
 from shapflow.data.assets import require_use_case
@@ -45,6 +45,13 @@ class Request:
     check: int = 0  # held-out half-size coalitions evaluated by the same utility to check the values
     stack: int = 1  # coalitions each local process trains and samples together (not part of any coalition's key)
     proxy: DataProxy | None = field(default=None, compare=False, repr=False)  # q(S): the property of S's own data
+
+    @property
+    def design_key(self) -> str:
+        """The identity of the coalitions this request evaluates and how: the coalition config, the estimator
+        (whose sampler draws them), the budget and the sampler seed. The attribute run carries it as a tag, so
+        a finished study of the same design is found by it, never by comparing stringified params."""
+        return identity("design", stage_key(self.cfg, "coalition"), self.method, self.budget, self.seed)
 
 
 def load_config(name_or_path: str, overrides: str | tuple[str, ...] = "", tiny: bool = False) -> UseCaseConfig:

@@ -24,6 +24,7 @@ from shapflow.config import ConfigError, identity, stage_key
 from shapflow.shapley import DEFAULT_THRESHOLD, convergence, default_sampler, design_bias
 from shapflow.testing.smoke import SMOKE_LABEL
 from shapflow.tracking import (
+    DESIGN_TAG,
     SMOKE_TAG,
     STAGE_TAG,
     STUDY_TAG,
@@ -128,7 +129,7 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
                 "config_hash": stage_key(cfg, "coalition"), "pruned_model_version": version}
     # "study." keys: `mlflow run` already logged the raw -P values (budget=0 = default) under the plain names
     params = {**{f"study.{k}": v for k, v in resolved.items()}, **contributor_params(study.data.names)}
-    tracker.log(parent, params=params, tags={STUDY_TAG: study_id})
+    tracker.log(parent, params=params, tags={STUDY_TAG: study_id, DESIGN_TAG: request.design_key})
     driver = Driver(tracker, request, study, store, parent, study_id, version, workdir)
     driver.endpoints()
     evaluated = driver.coalitions(progress, batch)

@@ -29,6 +29,7 @@ from shapflow.evaluation.plans import coalition_cost, equal_compute_budget, loo_
 from shapflow.evaluation.runs import Retrained
 from shapflow.shapley import DEFAULT_METHOD, estimate, min_budget
 from shapflow.tracking import (
+    DESIGN_TAG,
     STAGE_TAG,
     STUDY_TAG,
     USE_CASE_TAG,
@@ -76,11 +77,10 @@ class MethodValues:
 
 
 def _finished_study(tracker: Tracker, request: Request) -> str | None:
-    """The study id of the newest FINISHED attribute run with the same config, estimator, budget and seed."""
+    """The study id of the newest FINISHED attribute run of the same design (config, estimator, budget, seed),
+    found by its design tag."""
     query = (f"tags.`{STAGE_TAG}` = 'attribute' AND attributes.status = 'FINISHED' "
-             f"AND params.`study.config_hash` = {quoted(stage_key(request.cfg, 'coalition'))} "
-             f"AND params.`study.method` = {quoted(request.method)} AND params.`study.budget` = "
-             f"{quoted(request.budget)} AND params.`study.seed` = {quoted(request.seed)}")
+             f"AND tags.`{DESIGN_TAG}` = {quoted(request.design_key)}")
     runs = tracker.search(query, max_results=1)
     return runs[0].data.tags[STUDY_TAG] if runs else None
 

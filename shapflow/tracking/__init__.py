@@ -42,12 +42,21 @@ from shapflow.tracking.store import (
     default_tracking_uri,
     open_tracker,
 )
-from shapflow.tracking.tags import KEY_TAG, PARENT_TAG, SMOKE_TAG, STAGE_TAG, STUDY_TAG, USE_CASE_TAG, quoted
+from shapflow.tracking.tags import (
+    DESIGN_TAG,
+    KEY_TAG,
+    PARENT_TAG,
+    SMOKE_TAG,
+    STAGE_TAG,
+    STUDY_TAG,
+    USE_CASE_TAG,
+    quoted,
+)
 
-__all__ = ["CLAIM_ATTEMPTS", "HEARTBEAT_TAG", "KEY_TAG", "LINK_TAG", "OWNER_TAG", "PARENT_TAG", "SMOKE_TAG",
-           "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Contributors", "FinishedLookup", "Finisher", "NoSuchExperiment",
-           "NoSuchModel", "RegisteredModel", "RunStopped", "TrackedStore", "Tracker", "client_for", "code_version",
-           "contributor_params", "default_tracking_uri", "latest_experiment", "list_versions", "load_registered",
-           "log_training_input", "logged_names", "logged_values", "open_tracker", "owner_alive", "parent_run",
-           "quoted", "register_stage", "set_alias", "studies", "study_config", "utilities_table", "value_metrics",
-           "with_members"]
+__all__ = ["CLAIM_ATTEMPTS", "DESIGN_TAG", "HEARTBEAT_TAG", "KEY_TAG", "LINK_TAG", "OWNER_TAG", "PARENT_TAG",
+           "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "USE_CASE_TAG", "Contributors", "FinishedLookup", "Finisher",
+           "NoSuchExperiment", "NoSuchModel", "RegisteredModel", "RunStopped", "TrackedStore", "Tracker",
+           "client_for", "code_version", "contributor_params", "default_tracking_uri", "latest_experiment",
+           "list_versions", "load_registered", "log_training_input", "logged_names", "logged_values", "open_tracker",
+           "owner_alive", "parent_run", "quoted", "register_stage", "set_alias", "studies", "study_config",
+           "utilities_table", "value_metrics", "with_members"]

@@ -3,12 +3,13 @@ found by its tags, never by stringified params), and ``quoted``, through which e
 
 from shapflow.config import InputError
 
-__all__ = ["KEY_TAG", "KIND_TAG", "PARENT_TAG", "RETIRED_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG", "TRAINING_KIND",
-           "USE_CASE_TAG", "quoted"]
+__all__ = ["DESIGN_TAG", "KEY_TAG", "KIND_TAG", "PARENT_TAG", "RETIRED_TAG", "SMOKE_TAG", "STAGE_TAG", "STUDY_TAG",
+           "TRAINING_KIND", "USE_CASE_TAG", "quoted"]
 
 STAGE_TAG = "shapflow.stage"
 KEY_TAG = "shapflow.key"
 STUDY_TAG = "shapflow.study"
+DESIGN_TAG = "shapflow.design"  # on an attribute run: its Request.design_key (coalitions, estimator, budget, seed)
 USE_CASE_TAG = "shapflow.use_case"
 SMOKE_TAG = "shapflow.smoke"  # "true" on the runs of a SMOKE configuration (tiny random stand-ins)
 PARENT_TAG = "mlflow.parentRunId"
