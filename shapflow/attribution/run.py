@@ -19,8 +19,9 @@ import pandas as pd
 from shapflow.attribution.attribute_request import Request
 from shapflow.attribution.driver import Driver
 from shapflow.attribution.plan import Proxy
-from shapflow.attribution.report import image_grid, precision, report_from_table, self_check, write_check
+from shapflow.attribution.report import precision, report_from_table, self_check, write_check
 from shapflow.config import ConfigError, identity, stage_key
+from shapflow.generation.grids import image_grid
 from shapflow.shapley import DEFAULT_THRESHOLD, convergence, default_sampler, design_bias
 from shapflow.testing.smoke import SMOKE_LABEL
 from shapflow.tracking import (

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from safetensors.torch import save_file
 
-from shapflow.attribution.report import image_grid
+from shapflow.generation.grids import image_grid
 from shapflow.tracking import list_versions, load_registered, open_tracker, set_alias
 from shapflow.utility import load_scorer
 from shapflow.utility.deploy import MAX_SEED, seed_image, seed_properties

@@ -202,7 +202,7 @@ PROPERTY_NAMES = ("neg_log_fd", "frechet_distance", "inception_score", "class_en
 DATA_SOURCES = ("digits-market", "digits-market-48", "digits-market-128", "digits-classes", "manifest", "cifar20",
                 "celebahq", "artbench")
 FAMILIES = ("pixel", "latent", "sd_lora")
-# Arithmetic of the training loop's forward + loss and of the sampler's denoiser (shapflow.training.precision):
+# Arithmetic of the training loop's forward + loss and of the sampler's denoiser (shapflow.models.precision):
 # fp32; tf32 (CUDA matmuls and convolutions in TF32, a no-op on CPU); bf16 (autocast, fp32 master weights);
 # auto (PRECISION_AUTO's pick for the device the model is on).
 PRECISIONS = ("fp32", "tf32", "bf16", "auto")

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from shapflow.attribution import load_config
-from shapflow.attribution.plan import bits
 from shapflow.config import ConfigError, UseCaseConfig
 from shapflow.evaluation.baselines import ranked_degradation
 from shapflow.evaluation.fixture import GroundTruth, load_fixture
@@ -37,6 +36,7 @@ from shapflow.evaluation.plans import COUNTERFACTUALS, counterfactual_jobs, coun
 from shapflow.evaluation.runs import Retrained, ensure_retrained
 from shapflow.evaluation.tables import results_frame, scatter_plots, write_json, write_tables
 from shapflow.shapley import lds as L
+from shapflow.shapley.masks import bits
 from shapflow.tracking import STAGE_TAG, USE_CASE_TAG, TrackedStore, Tracker, open_tracker, parent_run, utilities_table
 from shapflow.utility import Study, family_of, load_study
 

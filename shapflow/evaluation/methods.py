@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 
 from shapflow.attribution import Request, estimate_from_table, parse_request, plan, run_attribute
-from shapflow.attribution.plan import bits
 from shapflow.config import identity, stage_key
 from shapflow.evaluation.groundtruth import RetrainJob
 from shapflow.evaluation.plans import coalition_cost, equal_compute_budget, loo_jobs, retrain_shapley_jobs
 from shapflow.evaluation.runs import Retrained
 from shapflow.shapley import DEFAULT_METHOD, estimate, min_budget
+from shapflow.shapley.masks import bits
 from shapflow.tracking import (
     DESIGN_TAG,
     STAGE_TAG,
