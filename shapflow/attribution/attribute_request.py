@@ -20,7 +20,7 @@ from shapflow.execution import ExecutorSpec
 from shapflow.shapley import DEFAULT_METHOD, METHODS, SAMPLERS, default_sampler, min_budget
 from shapflow.shapley.sequential import design_minimum
 from shapflow.shapley.targets import Target, parse_target
-from shapflow.testing.smoke import smoke_config
+from shapflow.standins.tiny import tiny_config
 from shapflow.utility import DataProxy, Family, check_proxy, family_of, load_proxy
 
 __all__ = ["Request", "load_config", "parse_request", "split_overrides"]
@@ -55,11 +55,11 @@ class Request:
 
 
 def load_config(name_or_path: str, overrides: str | tuple[str, ...] = "", tiny: bool = False) -> UseCaseConfig:
-    """A use case with its overrides; with ``tiny`` (or ``tiny=true`` in it), its SMOKE configuration."""
+    """A use case with its overrides; with ``tiny`` (or ``tiny=true`` in it), its tiny configuration."""
     cfg = load_use_case(name_or_path, split_overrides(overrides))
     if not (tiny or cfg.tiny):
         return cfg
-    return smoke_config(replace(cfg, tiny=True), cache_dir("tiny-assets", cfg.data.source))
+    return tiny_config(replace(cfg, tiny=True), cache_dir("tiny-assets", cfg.data.source))
 
 
 def parse_request(use_case: str = "digits", config: str | None = None, overrides: str | tuple[str, ...] = "",
@@ -74,7 +74,7 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
     ``target``: e.g. ``pairs-separated=0.44`` (``shapley.targets``): coalitions come in batches chosen where the
     variance falls most, and the run stops once the values meet it, or at ``budget`` (then the cap).
     ``executor``/``ray_address``/``num_gpus``/``max_retries``: where coalitions run (``ExecutorSpec``).
-    ``tiny`` (or ``tiny=true`` in the config) selects the SMOKE configuration.
+    ``tiny`` (or ``tiny=true`` in the config) selects the tiny configuration.
     ``check``: held-out coalitions of half the contributors the run evaluates by the same utility, to report how
     well the values predict them; ``auto``: 10% of the budget (8 to 48, at most 20%), 0: none.
     ``stack``: coalitions each local process trains and samples together in one vmapped loop (the same utilities

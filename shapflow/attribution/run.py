@@ -23,7 +23,7 @@ from shapflow.attribution.report import precision, report_from_table, self_check
 from shapflow.config import ConfigError, identity, stage_key
 from shapflow.generation.grids import image_grid
 from shapflow.shapley import DEFAULT_THRESHOLD, convergence, default_sampler, design_bias
-from shapflow.testing.smoke import SMOKE_LABEL
+from shapflow.standins.tiny import TINY_LABEL
 from shapflow.tracking import (
     DESIGN_TAG,
     SMOKE_TAG,
@@ -106,7 +106,7 @@ def run_attribute(request: Request, *, uri: str | None = None, progress: bool = 
                           "so it has no fixed plan to slice into jobs: run it with `shapflow run` (Ray and workers "
                           "scale it out), or drop --target for batch jobs")
     if request.cfg.tiny:
-        print(f"shapflow: {request.cfg.name}: {SMOKE_LABEL}", file=sys.stderr)
+        print(f"shapflow: {request.cfg.name}: {TINY_LABEL}", file=sys.stderr)
     tracker = open_tracker(request.experiment, uri)
     size = f"{request.budget} coalitions" if request.target is None else f"{request.target}, cap {request.budget}"
     name = f"attribute · {request.cfg.name} · {request.method} · {size}"

@@ -231,7 +231,7 @@ def assets_group() -> None:
 @click.option("--config", default=None, help="Path to a use-case YAML (instead of --use-case).")
 @click.option("--overrides", default="", help='Field overrides, e.g. "assets.cifar100=/data/cifar-100-python".')
 @click.option("--tiny", type=click.BOOL, default=False, show_default=True,
-              help="List the SMOKE configuration's stand-ins instead.")
+              help="List the tiny configuration's stand-ins instead.")
 def assets_check(use_case: str, config: str | None, overrides: str, tiny: bool) -> None:
     """List each external asset of a use case as found / MISSING, with its expected layout and source.
 
@@ -251,7 +251,7 @@ def assets_check(use_case: str, config: str | None, overrides: str, tiny: bool) 
     if not statuses:
         click.echo(f"{cfg.name}: no external assets needed")
         return
-    click.echo(f"{cfg.name}{' (SMOKE stand-ins: plumbing only)' if tiny else ''}:\n{format_table(statuses)}")
+    click.echo(f"{cfg.name}{' (tiny stand-ins: plumbing only)' if tiny else ''}:\n{format_table(statuses)}")
     if not all(s.found for s in statuses):
         sys.exit(1)
 

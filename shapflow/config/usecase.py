@@ -276,7 +276,7 @@ class UseCaseConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     kernels: str = "eager"  # eager | auto | cpp | triton (shapflow.kernels.optimize)
     precision: str = "fp32"  # fp32 | tf32 | bf16 | auto (PRECISIONS); in the key of every stage that trains or samples
-    # SMOKE configuration (shapflow.testing.smoke): tiny random stand-ins for every asset; part of every stage key,
+    # SMOKE configuration (shapflow.standins.tiny): tiny random stand-ins for every asset; part of every stage key,
     # so a smoke run is never reused as a real one.
     tiny: bool = False
 

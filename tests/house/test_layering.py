@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "shapflow"
 # Lowest first: what a layer may import is everything on its left. shapley (pure numpy) sits just above config.
 LAYERS = ("__init__", "cache", "config", "shapley", "services", "data", "models", "kernels", "training", "generation",
-          "properties", "testing", "utility", "execution", "tracking", "attribution", "evaluation", "cli")
+          "properties", "standins", "testing", "utility", "execution", "tracking", "attribution", "evaluation", "cli")
 MAX_TOP_LEVEL_MODULES = 8
 DYNAMIC_IMPORTS = {"import_module", "__import__"}
 MODULE_STRING = re.compile(r"^(shapflow(?:\.\w+)*)(?::[\w.]+)?$")
