@@ -35,7 +35,12 @@ import numpy as np  # noqa: E402
 from shapflow.attribution import parse_request, run_attribute  # noqa: E402
 from shapflow.attribution.driver import Driver  # noqa: E402
 from shapflow.cache import cache_dir  # noqa: E402
-from shapflow.config import load_use_case, stage_key, to_dict  # noqa: E402
+from shapflow.config import (  # noqa: E402
+    STAGE_ORDER,
+    load_use_case,
+    stage_key,
+    to_dict,
+)
 from shapflow.data import load_data  # noqa: E402
 from shapflow.evaluation.groundtruth import RetrainJob, run_jobs  # noqa: E402
 from shapflow.execution import ExecutorSpec, evaluate_many  # noqa: E402
@@ -45,7 +50,6 @@ from shapflow.shapley.masks import bits, heldout_masks  # noqa: E402
 from shapflow.testing.fast import FAST_SETTINGS  # noqa: E402
 from shapflow.tracking import Tracker  # noqa: E402
 from shapflow.utility import load_scorer, load_study  # noqa: E402
-from shapflow.utility.protocol import STAGE_ORDER  # noqa: E402
 
 USE_CASE = "digits-classes"
 OVERRIDES = [*FAST_SETTINGS, "sft.steps=10"]

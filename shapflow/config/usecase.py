@@ -35,12 +35,15 @@ __all__ = [
     "PRECISIONS",
     "PRECISION_AUTO",
     "STAGES",
+    "STAGE_CHAIN",
+    "STAGE_ORDER",
     "DataConfig",
     "DiffusionConfig",
     "EMAConfig",
     "ModelConfig",
     "PropertyConfig",
     "PruneConfig",
+    "Stage",
     "TrainConfig",
     "UseCaseConfig",
     "UtilityConfig",
@@ -287,6 +290,23 @@ class UseCaseConfig:
                "use eager, auto, cpp or triton")
         _check(self.precision in PRECISIONS, "precision", self.precision,
                f"use one of {', '.join(PRECISIONS)} (fp32 unless measured otherwise: see PRECISION_AUTO)")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the chain every study trains once: its name, the one before it, the MLproject entry point
+    that runs it alone, and the config section of its training recipe (None: pruning trains nothing)."""
+
+    name: str
+    upstream: str | None
+    entry_point: str
+    recipe: str | None
+
+
+# The stage chain full -> prune -> finetune: the one table every other place reads.
+STAGE_CHAIN: tuple[Stage, ...] = (Stage("full", None, "train", "train"), Stage("prune", "full", "prune", None),
+                                  Stage("finetune", "prune", "finetune", "finetune"))
+STAGE_ORDER = tuple(stage.name for stage in STAGE_CHAIN)
 
 
 # Each stage's output depends on its own section and on every section upstream of it (``precision``: the
