@@ -54,5 +54,5 @@ def test_nothing_is_printed_when_nothing_ci_runs_was_skipped():
 
 def test_the_command_installs_what_ci_installs():
     """Every Debian package .ci/run installs is one the enabling command installs, and no other."""
-    installed = set(re.findall(r"apt-get install -y -qq (\w+)", (ROOT / ".ci" / "run").read_text()))
+    installed = set(re.findall(r"apt-get install -y -qq ([\w.+-]+)", (ROOT / ".ci" / "run").read_text()))
     assert installed == set(_conftest().CI_PACKAGES)
