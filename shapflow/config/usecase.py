@@ -1,16 +1,12 @@
-"""Typed use-case configuration: frozen dataclasses loaded from YAML, validated, hashed per stage.
+"""Typed use-case configuration: frozen dataclasses loaded from YAML, validated, with overrides.
 
 A use case is one YAML file (``shapflow/usecases/<name>.yaml`` or a user's path). Every stage of the
-method has its own section; the identity of a stage's output is the sha256 of the canonical JSON
-of that stage's section AND of every upstream section (``stage_key``), so changing, say, the sFT
-steps invalidates coalition utilities but not the trained full model.
+method has its own section; ``keys`` hashes the sections each stage's output depends on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,25 +30,19 @@ __all__ = [
     "FAMILIES",
     "PRECISIONS",
     "PRECISION_AUTO",
-    "STAGES",
-    "STAGE_CHAIN",
-    "STAGE_ORDER",
     "DataConfig",
     "DiffusionConfig",
     "EMAConfig",
     "ModelConfig",
     "PropertyConfig",
     "PruneConfig",
-    "Stage",
     "TrainConfig",
     "UseCaseConfig",
     "UtilityConfig",
     "apply_overrides",
     "available_use_cases",
     "from_dict",
-    "identity",
     "load_use_case",
-    "stage_key",
     "to_dict",
 ]
 
@@ -292,38 +282,6 @@ class UseCaseConfig:
                f"use one of {', '.join(PRECISIONS)} (fp32 unless measured otherwise: see PRECISION_AUTO)")
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One stage of the chain every study trains once: its name, the one before it, the MLproject entry point
-    that runs it alone, and the config section of its training recipe (None: pruning trains nothing)."""
-
-    name: str
-    upstream: str | None
-    entry_point: str
-    recipe: str | None
-
-
-# The stage chain full -> prune -> finetune: the one table every other place reads.
-STAGE_CHAIN: tuple[Stage, ...] = (Stage("full", None, "train", "train"), Stage("prune", "full", "prune", None),
-                                  Stage("finetune", "prune", "finetune", "finetune"))
-STAGE_ORDER = tuple(stage.name for stage in STAGE_CHAIN)
-
-
-# Each stage's output depends on its own section and on every section upstream of it (``precision``: the
-# arithmetic of every stage that trains or samples).
-_INPUTS = ("tiny", "assets", "data")
-STAGES: dict[str, tuple[str, ...]] = {
-    "data": _INPUTS,
-    "full": (*_INPUTS, "model", "diffusion", "lora", "precision", "train"),
-    "prune": (*_INPUTS, "model", "diffusion", "lora", "precision", "train", "prune"),
-    "finetune": (*_INPUTS, "model", "diffusion", "lora", "precision", "train", "prune", "finetune"),
-    "sampling": ("precision", "sampling"),
-    "property": (*_INPUTS, "property"),
-    "coalition": (*_INPUTS, "model", "diffusion", "lora", "precision", "train", "prune", "finetune", "sft",
-                  "sampling", "property", "utility"),
-}
-
-
 def to_dict(obj: Any) -> Any:
     """Plain JSON-ready data of a config (tuples become lists)."""
     if dataclasses.is_dataclass(obj):
@@ -331,28 +289,6 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, (tuple, list)):
         return [to_dict(v) for v in obj]
     return obj
-
-
-def identity(*parts: object) -> str:
-    """sha256 of the canonical JSON of ``parts``: the identity of a run's output (``shapflow.key`` tags), a job."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def stage_key(cfg: UseCaseConfig, stage: str) -> str:
-    """sha256 of the canonical JSON of a stage's sections: the identity used for caching and resume."""
-    if stage not in STAGES:
-        raise ConfigError(f"stage={stage!r} is invalid: use one of {', '.join(STAGES)}")
-    payload = {section: _identity_of(cfg, section) for section in STAGES[stage]
-               if not (section == "precision" and cfg.precision == "fp32")}  # fp32 keeps the keys from before
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _identity_of(cfg: UseCaseConfig, section: str) -> Any:
-    """A section as hashed: its data; precision=auto with the table it resolves by (a new measurement, a new key)."""
-    if section == "precision" and cfg.precision == "auto":
-        return {"auto": dict(sorted(PRECISION_AUTO.items()))}
-    return to_dict(getattr(cfg, section))
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
