@@ -2,7 +2,8 @@
 
 Thin: every command parses options, calls the library, prints. Bad parameters exit 2 with a message before
 any run is created; every user error exits 2 with its message (``cli.errors``, the one boundary). Models:
-``cli.models``; evaluation: ``cli.evaluate``; cluster and batch: ``cli.scaleout``.
+``cli.models``; evaluation: ``cli.evaluate_commands``; planning: ``cli.plan_command``; cluster and batch:
+``cli.scaleout``.
 
 Start-up speed is a feature: a mistyped command or use case is answered in well under 2 s. So this module
 imports Click and ``shapflow.config`` only; each command imports the library (torch, MLflow: seconds) in its
