@@ -1,6 +1,6 @@
 """Benchmark: how well the Frechet data proxies track a logged study's utilities, and what they cost.
 
-The data proxy q(S) is the property of coalition S's own real images (shapflow.utility.proxy). For a Frechet
+The data proxy q(S) is the property of coalition S's own real images (shapflow.utility.data_proxy). For a Frechet
 property it can use the full feature covariances or their diagonal only; this reads a logged study (the newest
 attribute run of the store at MLFLOW_TRACKING_URI, or --experiment/--study), rebuilds its data proxy from its
 config, and prints for both: Pearson and Spearman correlation with v(S) over the planned and the held-out

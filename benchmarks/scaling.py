@@ -34,18 +34,22 @@ import numpy as np  # noqa: E402
 
 from shapflow.attribution import parse_request, run_attribute  # noqa: E402
 from shapflow.attribution.driver import Driver  # noqa: E402
-from shapflow.attribution.plan import bits, heldout_masks  # noqa: E402
 from shapflow.cache import cache_dir  # noqa: E402
-from shapflow.config import load_use_case, stage_key, to_dict  # noqa: E402
+from shapflow.config import (  # noqa: E402
+    STAGE_ORDER,
+    load_use_case,
+    stage_key,
+    to_dict,
+)
 from shapflow.data import load_data  # noqa: E402
 from shapflow.evaluation.groundtruth import RetrainJob, run_jobs  # noqa: E402
 from shapflow.execution import ExecutorSpec, evaluate_many  # noqa: E402
 from shapflow.execution.local import _evaluate_in_worker, _init_worker  # noqa: E402
+from shapflow.services.server import start_mlflow_server, start_postgres  # noqa: E402
+from shapflow.shapley.masks import bits, heldout_masks  # noqa: E402
 from shapflow.testing.fast import FAST_SETTINGS  # noqa: E402
 from shapflow.tracking import Tracker  # noqa: E402
-from shapflow.tracking.server import start_mlflow_server, start_postgres  # noqa: E402
 from shapflow.utility import load_scorer, load_study  # noqa: E402
-from shapflow.utility.protocol import STAGE_ORDER  # noqa: E402
 
 USE_CASE = "digits-classes"
 OVERRIDES = [*FAST_SETTINGS, "sft.steps=10"]

@@ -30,13 +30,14 @@ from datetime import date  # noqa: E402
 import numpy as np  # noqa: E402
 
 from shapflow.attribution import parse_request, run_attribute  # noqa: E402
-from shapflow.attribution.plan import estimate_from_table, heldout_masks, plan  # noqa: E402
+from shapflow.attribution.plan import estimate_from_table, plan  # noqa: E402
 from shapflow.attribution.planner import TRADEOFF_FORMAT, coalition_seconds  # noqa: E402
 from shapflow.attribution.report import precision  # noqa: E402
 from shapflow.config import ConfigError  # noqa: E402
 from shapflow.evaluation.fixture import load_fixture  # noqa: E402
 from shapflow.shapley import DEFAULT_METHOD  # noqa: E402
 from shapflow.shapley.lds import lds  # noqa: E402
+from shapflow.shapley.masks import heldout_masks  # noqa: E402
 from shapflow.tracking import open_tracker, utilities_table  # noqa: E402
 
 

@@ -21,10 +21,10 @@ import numpy as np  # noqa: E402
 
 from shapflow.attribution import parse_request  # noqa: E402
 from shapflow.attribution.design import TargetDesign  # noqa: E402
-from shapflow.attribution.plan import bits, heldout_masks  # noqa: E402
 from shapflow.config import stage_key  # noqa: E402
 from shapflow.evaluation.fixture import load_fixture  # noqa: E402
 from shapflow.shapley.lds import lds  # noqa: E402
+from shapflow.shapley.masks import bits, heldout_masks  # noqa: E402
 from shapflow.tracking import open_tracker, studies, utilities_table  # noqa: E402
 
 

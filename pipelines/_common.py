@@ -33,7 +33,7 @@ def validated(parse=None, **options):
 
         load_use_case(options.get("config") or options["use_case"], split_overrides(options.get("overrides", "")))
     if os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` killed from here on: stop too, and end its run
-        from shapflow.execution.lifetime import stop_with_parent
+        from shapflow.services.lifetime import stop_with_parent
 
         stop_with_parent(_STATE["parent"])
     if parse is None:
@@ -57,7 +57,7 @@ def run_script(command: click.Command) -> None:
     except click.ClickException as err:
         run_id = os.environ.get("MLFLOW_RUN_ID")
         if run_id and not _STATE["validated"]:
-            from shapflow.tracking.runs import discard_when_ended
+            from shapflow.tracking.entry_runs import discard_when_ended
 
             discard_when_ended(run_id)
         prefix = "" if _STATE["validated"] else "invalid parameters: "
@@ -65,7 +65,7 @@ def run_script(command: click.Command) -> None:
         raise SystemExit(2) from None
     except click.Abort:
         if run_id and os.getppid() != parent:
-            from shapflow.tracking.runs import retire_run
+            from shapflow.tracking.entry_runs import retire_run
 
             retire_run(run_id, f"mlflow run (PID {parent}) was killed; its entry point (PID {os.getpid()}) stopped "
                                "with it")

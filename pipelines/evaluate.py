@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from _common import run_script, validated
 
-from shapflow.cli.evaluate import evaluation_options
+from shapflow.cli.evaluate_commands import evaluation_options
 from shapflow.evaluation.evaluate import evaluate, parse_eval_request
 from shapflow.evaluation.runs import JobsExported, RetrainingNotAsked
 from shapflow.evaluation.tables import to_markdown

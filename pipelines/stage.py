@@ -6,8 +6,9 @@ import click
 from _common import run_script, validated
 
 from shapflow.cli.options import attribute_options
+from shapflow.config import STAGE_CHAIN
 
-STAGES = {"train": "full", "prune": "prune", "finetune": "finetune"}
+STAGES = {stage.entry_point: stage.name for stage in STAGE_CHAIN}  # entry point -> stage
 
 
 @click.command()

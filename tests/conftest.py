@@ -1,4 +1,10 @@
-"""Test-wide setup. TRITON_INTERPRET must be set before triton is first imported."""
+"""Test-wide setup. TRITON_INTERPRET must be set before triton is first imported.
+
+The README's test command is the one CI runs; CI (``.ci/run``) first installs Debian's chromium and
+postgresql. Without them the browser and PostgreSQL tests skip, and the session's summary ends by naming
+them and the one command that enables them (``pytest_terminal_summary``), so a fresh machine sees what it
+did not run.
+"""
 
 import os
 
@@ -13,6 +19,28 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(2)
+
+# What .ci/run installs before the tests, and the command that does it here.
+CI_PACKAGES = ("chromium", "postgresql")
+ENABLE_COMMAND = f"sudo apt-get install -y {' '.join(CI_PACKAGES)}"
+
+
+def needs_ci_package(reason: str) -> bool:
+    """Whether a skip reason names a package .ci/run installs (the test runs in CI, not here)."""
+    return any(package in reason.lower() for package in CI_PACKAGES)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """End with the tests skipped for want of what .ci/run installs, and the one command that enables them."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if needs_ci_package(str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else ""))]
+    if not skipped:
+        return
+    terminalreporter.section("tests CI runs that were skipped here")
+    for report in skipped:
+        terminalreporter.write_line(f"{report.nodeid}: {report.longrepr[-1]}")
+    terminalreporter.write_line(f"{len(skipped)} skipped: they need Debian's {' and '.join(CI_PACKAGES)}; "
+                                f"enable them with: {ENABLE_COMMAND}")
 
 
 @pytest.fixture(autouse=True)

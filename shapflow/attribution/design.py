@@ -16,8 +16,9 @@ from math import comb
 import numpy as np
 import pandas as pd
 
-from shapflow.attribution.plan import Proxy, bits, design_rows, estimate_from_table
+from shapflow.attribution.plan import Proxy, design_rows, estimate_from_table
 from shapflow.shapley import Coalitions, ShapleyResult, default_sampler
+from shapflow.shapley.masks import bits
 from shapflow.shapley.samplers import sample_leverage
 from shapflow.shapley.sequential import batch_sizes, neyman_batch, pair_residuals
 from shapflow.shapley.targets import Target, forecast

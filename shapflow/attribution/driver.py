@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from shapflow.attribution.attribute_request import Request
 from shapflow.attribution.design import TargetDesign, TargetStatus
-from shapflow.attribution.plan import CHECK_ROLE, bits, estimate_from_table, heldout_masks, plan
+from shapflow.attribution.plan import CHECK_ROLE, estimate_from_table, plan
 from shapflow.attribution.planner import coalition_seconds
-from shapflow.attribution.report import image_grid
-from shapflow.attribution.request import Request
 from shapflow.config import identity, stage_key
 from shapflow.execution import Outcome, evaluate_many
+from shapflow.generation.grids import image_grid
 from shapflow.shapley import DEFAULT_THRESHOLD, Coalitions, ShapleyResult, convergence, default_sampler, mask_key
+from shapflow.shapley.masks import bits, heldout_masks
 from shapflow.tracking import (
     CLAIM_ATTEMPTS,
     STUDY_TAG,

@@ -9,14 +9,14 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from shapflow.attribution.request import Request
+from shapflow.attribution.attribute_request import Request
 from shapflow.config import ConfigError
 from shapflow.shapley import METHODS, SAMPLERS, Coalitions, ShapleyResult, default_sampler, estimate, estimate_indices
+from shapflow.shapley.masks import bits
 
-__all__ = ["CHECK_ROLE", "HELDOUT_SEED", "Proxy", "batch_of", "bits", "design_rows", "estimate_from_table",
-           "heldout_masks", "indices_from_table", "mask_of", "masks_of", "plan", "proxy_options"]
+__all__ = ["CHECK_ROLE", "Proxy", "batch_of", "design_rows", "estimate_from_table", "indices_from_table", "masks_of",
+           "plan", "proxy_options"]
 
-HELDOUT_SEED = 20_250_124  # held-out coalitions never coincide with a sampler's default stream (seed 0)
 CHECK_ROLE = "check"  # the ``role`` param of a held-out coalition an attribute run evaluates to check itself
 Proxy = Callable[[np.ndarray], np.ndarray]  # q(masks bool (m, n)) -> (m,): a cheap game beside the utilities
 
@@ -39,27 +39,9 @@ def batch_of(request: Request, start: int, stop: int | None = None) -> slice:
     return slice(start, stop)
 
 
-def heldout_masks(n: int, alpha: float, count: int, seed: int = HELDOUT_SEED) -> np.ndarray:
-    """``count`` distinct coalitions of round(alpha n) contributors, (count, n) bool, prefix-stable in count: the
-    evaluation's held-out ground truth, and (its first few, by sFT) an attribute run's self-check."""
-    return SAMPLERS["alpha"](n, count, seed, alpha=alpha).masks
-
-
 def masks_of(table: pd.DataFrame) -> np.ndarray:
     """The bool masks (m, n) of a utilities table's ``mask`` column of "0101..." strings."""
     return np.array([[c == "1" for c in text] for text in table["mask"]], dtype=bool)
-
-
-def bits(mask: np.ndarray) -> str:
-    """A bool mask as "0101..." (the form coalition and retraining runs log, and job files carry)."""
-    return "".join("1" if m else "0" for m in np.asarray(mask, dtype=bool))
-
-
-def mask_of(text: str) -> np.ndarray:
-    """The bool mask of a "0101..." string."""
-    if not text or set(text) - {"0", "1"}:
-        raise ValueError(f"mask {text!r} is invalid: write one 0/1 per contributor")
-    return np.array([c == "1" for c in text], dtype=bool)
 
 
 def design_rows(table: pd.DataFrame, planned: np.ndarray | None) -> pd.DataFrame:

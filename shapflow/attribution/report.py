@@ -19,14 +19,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
-from PIL import Image
 
 from shapflow.attribution.plan import CHECK_ROLE, Proxy, design_rows, indices_from_table, masks_of, proxy_options
 from shapflow.shapley import ShapleyResult, estimate, proxy_report
 from shapflow.shapley.lds import MIN_COALITIONS, lds, random_floor
 
-__all__ = ["INDEX_QUESTIONS", "convergence_curve", "image_grid", "label_of", "markdown_table", "plot_convergence",
+__all__ = ["INDEX_QUESTIONS", "convergence_curve", "label_of", "markdown_table", "plot_convergence",
            "plot_values", "precision", "proxy_summary", "report_from_table", "self_check", "values_frame",
            "write_check", "write_report"]
 
@@ -145,23 +143,6 @@ def plot_convergence(names: tuple[str, ...] | list[str], sizes: list[int], value
     ax.legend(fontsize=6, ncol=2, loc="best")
     _save(fig, path)
     plt.close(fig)
-    return path
-
-
-def image_grid(images: torch.Tensor, path: Path, nrow: int = 8, scale: int = 4) -> Path:
-    """PNG grid of the first nrow*nrow images (N, C, H, W) in [-1, 1], upscaled ``scale`` times."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    images = images[: nrow * nrow].detach().cpu().clamp(-1, 1)
-    count, channels, height, width = images.shape
-    rows = -(-count // nrow)
-    canvas = torch.ones(channels, rows * (height + 1) + 1, nrow * (width + 1) + 1)
-    for k in range(count):
-        r, c = divmod(k, nrow)
-        top, left = 1 + r * (height + 1), 1 + c * (width + 1)
-        canvas[:, top:top + height, left:left + width] = (images[k] + 1) / 2
-    pixels = (canvas.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    picture = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels)
-    picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST).save(path)
     return path
 
 

@@ -16,14 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from shapflow.attribution.attribute_request import Request
 from shapflow.attribution.driver import Driver
 from shapflow.attribution.plan import Proxy
-from shapflow.attribution.report import image_grid, precision, report_from_table, self_check, write_check
-from shapflow.attribution.request import Request
+from shapflow.attribution.report import precision, report_from_table, self_check, write_check
 from shapflow.config import ConfigError, identity, stage_key
+from shapflow.generation.grids import image_grid
 from shapflow.shapley import DEFAULT_THRESHOLD, convergence, default_sampler, design_bias
-from shapflow.testing.smoke import SMOKE_LABEL
+from shapflow.standins.tiny import TINY_LABEL
 from shapflow.tracking import (
+    DESIGN_TAG,
     SMOKE_TAG,
     STAGE_TAG,
     STUDY_TAG,
@@ -104,7 +106,7 @@ def run_attribute(request: Request, *, uri: str | None = None, progress: bool = 
                           "so it has no fixed plan to slice into jobs: run it with `shapflow run` (Ray and workers "
                           "scale it out), or drop --target for batch jobs")
     if request.cfg.tiny:
-        print(f"shapflow: {request.cfg.name}: {SMOKE_LABEL}", file=sys.stderr)
+        print(f"shapflow: {request.cfg.name}: {TINY_LABEL}", file=sys.stderr)
     tracker = open_tracker(request.experiment, uri)
     size = f"{request.budget} coalitions" if request.target is None else f"{request.target}, cap {request.budget}"
     name = f"attribute · {request.cfg.name} · {request.method} · {size}"
@@ -128,7 +130,7 @@ def _attribute(tracker: Tracker, request: Request, parent: str, workdir: Path, p
                 "config_hash": stage_key(cfg, "coalition"), "pruned_model_version": version}
     # "study." keys: `mlflow run` already logged the raw -P values (budget=0 = default) under the plain names
     params = {**{f"study.{k}": v for k, v in resolved.items()}, **contributor_params(study.data.names)}
-    tracker.log(parent, params=params, tags={STUDY_TAG: study_id})
+    tracker.log(parent, params=params, tags={STUDY_TAG: study_id, DESIGN_TAG: request.design_key})
     driver = Driver(tracker, request, study, store, parent, study_id, version, workdir)
     driver.endpoints()
     evaluated = driver.coalitions(progress, batch)
@@ -149,7 +151,7 @@ def _report(tracker: Tracker, request: Request, study: Study, parent: str, study
     if checked:
         write_check(folder, checked)
     image_grid(study.images(num_images=64), folder / "samples_full.png")
-    tracker.call("log_artifacts", parent, str(folder))
+    tracker.log_artifacts(parent, folder)
     ok, more = convergence(values, DEFAULT_THRESHOLD)
     quality = {f"precision.{k}": v for k, v in precision(values).items()}
     if banzhaf is not None:
@@ -160,7 +162,7 @@ def _report(tracker: Tracker, request: Request, study: Study, parent: str, study
     tracker.log(parent, metrics={"coalitions": int(values.n_evaluations), "converged": float(ok),
                                  "forecast_additional": float(more), **quality, **checked,
                                  **value_metrics(values.values)})
-    run = tracker.call("get_run", parent)
+    run = tracker.get_run(parent)
     return AttributeResult(parent, tracker.experiment_id, study_id, frame, run.info.artifact_uri, evaluated)
 
 
@@ -172,7 +174,7 @@ def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, meth
     ``planned_by``: the method whose sampler drew the study's coalitions; where ``method`` is biased on that
     design the run says so in its ``shapflow.design_bias`` tag (``shapley.design_bias``)."""
     table = utilities_table(tracker, study_id)
-    names = logged_names(tracker, tracker.call("get_run", parent), table)
+    names = logged_names(tracker, tracker.get_run(parent), table)
     bias = design_bias(method, default_sampler(planned_by)) if planned_by else None
     with tempfile.TemporaryDirectory(prefix="shapflow-estimate-") as tmp:
         values, _, frame = report_from_table(table, names, use_case, method, Path(tmp), proxy=proxy)
@@ -183,6 +185,6 @@ def reestimate(tracker: Tracker, study_id: str, parent: str, use_case: str, meth
                                     "study": study_id, "proxy": str(proxy is not None).lower(),
                                     **contributor_params(names)},
                     metrics=value_metrics(values.values))
-        tracker.call("log_artifacts", run_id, tmp)
+        tracker.log_artifacts(run_id, Path(tmp))
         tracker.end(run_id)
     return run_id, frame

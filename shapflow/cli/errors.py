@@ -6,7 +6,7 @@ unknown experiments, missing assets, files that are not there, registry names th
 values the parser rejects, a damaged store or a full disk. Everything else is a bug and keeps its traceback.
 
 This module and ``cli.main`` import only Click and ``shapflow.config`` at the top, so a user error is answered
-in well under 2 s; MLflow is imported in ``registry_lookup``'s body, where a registry call is about to need it.
+in well under 2 s. No MLflow here: ``shapflow.tracking`` turns MLflow's lookup errors into ``InputError``s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import click
 
 from shapflow.config import InputError
 
-__all__ = ["USER_ERRORS", "WHOLE", "BoundaryGroup", "UserError", "WholeNumber", "registry_lookup", "user_errors"]
+__all__ = ["USER_ERRORS", "WHOLE", "BoundaryGroup", "UserError", "WholeNumber", "user_errors"]
 
 # MissingAssetsError is a FileNotFoundError (with no filename: its message is the check table)
 USER_ERRORS = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -54,21 +54,6 @@ def user_errors() -> Iterator[None]:
         if fault is None:
             raise
         raise UserError(str(fault)) from None
-
-
-@contextmanager
-def registry_lookup(what: str) -> Iterator[None]:
-    """A registry call on names the user gave: MLflow's "does not exist" / "invalid" becomes a ``UserError``
-    naming ``what`` and how to list what exists."""
-    from mlflow.exceptions import MlflowException  # deferred: start-up speed of the CLI (module docstring)
-
-    try:
-        yield
-    except MlflowException as err:
-        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            raise
-        raise UserError(f"{what}: {err.message}; list the registered models and versions with "
-                        "`shapflow models list`") from None
 
 
 class BoundaryGroup(click.Group):

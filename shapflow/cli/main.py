@@ -2,7 +2,8 @@
 
 Thin: every command parses options, calls the library, prints. Bad parameters exit 2 with a message before
 any run is created; every user error exits 2 with its message (``cli.errors``, the one boundary). Models:
-``cli.models``; evaluation: ``cli.evaluate``; cluster and batch: ``cli.scaleout``.
+``cli.models``; evaluation: ``cli.evaluate_commands``; planning: ``cli.plan_command``; cluster and batch:
+``cli.scaleout``.
 
 Start-up speed is a feature: a mistyped command or use case is answered in well under 2 s. So this module
 imports Click and ``shapflow.config`` only; each command imports the library (torch, MLflow: seconds) in its
@@ -51,9 +52,9 @@ class LazyGroup(BoundaryGroup):
         return getattr(importlib.import_module(module), attribute)
 
 
-_SUBGROUPS = {"models": "shapflow.cli.models:models_group", "evaluate": "shapflow.cli.evaluate:evaluate_group",
+_SUBGROUPS = {"models": "shapflow.cli.models:models_group", "evaluate": "shapflow.cli.evaluate_commands:evaluate_group",
               "server": "shapflow.cli.scaleout:server_group", "coalitions": "shapflow.cli.scaleout:coalitions_group",
-              "plan": "shapflow.cli.plan:plan_command"}
+              "plan": "shapflow.cli.plan_command:plan_command"}
 
 
 def _study(experiment: str | None, study: str | None) -> tuple[Tracker, str, object]:
@@ -200,18 +201,6 @@ def reestimate_command(experiment: str | None, method: str, study: str | None, p
     _reestimate(experiment, method, study, proxy)
 
 
-@main.command("attribute", hidden=True)
-@_with_reestimate_options
-def attribute_command(experiment: str | None, method: str, study: str | None) -> None:
-    """Old name of ``shapflow reestimate`` (kept for one release).
-
-    \b
-    Example:  shapflow reestimate --method kernelshap-paired
-    """
-    click.echo("shapflow attribute is now `shapflow reestimate` (this alias goes in the next release)", err=True)
-    _reestimate(experiment, method, study)
-
-
 @main.command("report")
 @click.option("--experiment", default=None, help="Experiment name [default: that of the newest attribute run].")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(sorted(METHOD_NAMES)))
@@ -243,7 +232,7 @@ def assets_group() -> None:
 @click.option("--config", default=None, help="Path to a use-case YAML (instead of --use-case).")
 @click.option("--overrides", default="", help='Field overrides, e.g. "assets.cifar100=/data/cifar-100-python".')
 @click.option("--tiny", type=click.BOOL, default=False, show_default=True,
-              help="List the SMOKE configuration's stand-ins instead.")
+              help="List the tiny configuration's stand-ins instead.")
 def assets_check(use_case: str, config: str | None, overrides: str, tiny: bool) -> None:
     """List each external asset of a use case as found / MISSING, with its expected layout and source.
 
@@ -263,7 +252,7 @@ def assets_check(use_case: str, config: str | None, overrides: str, tiny: bool) 
     if not statuses:
         click.echo(f"{cfg.name}: no external assets needed")
         return
-    click.echo(f"{cfg.name}{' (SMOKE stand-ins: plumbing only)' if tiny else ''}:\n{format_table(statuses)}")
+    click.echo(f"{cfg.name}{' (tiny stand-ins: plumbing only)' if tiny else ''}:\n{format_table(statuses)}")
     if not all(s.found for s in statuses):
         sys.exit(1)
 

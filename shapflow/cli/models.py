@@ -6,12 +6,10 @@ import json
 from pathlib import Path
 
 import click
-from mlflow.exceptions import MlflowException
 from safetensors.torch import save_file
 
-from shapflow.attribution.report import image_grid
-from shapflow.cli.errors import UserError, registry_lookup
-from shapflow.tracking import RegisteredModel, load_registered, open_tracker
+from shapflow.generation.grids import image_grid
+from shapflow.tracking import list_versions, load_registered, open_tracker, set_alias
 from shapflow.utility import load_scorer
 from shapflow.utility.deploy import MAX_SEED, seed_image, seed_properties
 
@@ -26,22 +24,8 @@ def models_group() -> None:
 @models_group.command("list")
 def models_list() -> None:
     """List registered models, their versions and aliases.  Example: shapflow models list"""
-    tracker = open_tracker()
-    versions: dict[str, list] = {}
-    for version in tracker.call("search_model_versions"):  # all at once: no model name ever enters a filter
-        versions.setdefault(version.name, []).append(version)
-    for model in tracker.call("search_registered_models"):
-        for version in sorted(versions.get(model.name, []), key=lambda v: -int(v.version)):
-            names = sorted(a for a, v in model.aliases.items() if str(v) == str(version.version))
-            click.echo(f"{model.name}/{version.version}\trun {version.run_id}\taliases {','.join(names) or '-'}")
-
-
-def _registered(ref: str, out: Path | None) -> RegisteredModel:
-    try:
-        return load_registered(ref, out)
-    except MlflowException as err:  # no such model, version or alias; a malformed reference
-        raise UserError(f"cannot load {ref}: {err.message}; list the registered models, versions and aliases "
-                        "with `shapflow models list`") from None
+    for name, version, run_id, aliases in list_versions(open_tracker()):
+        click.echo(f"{name}/{version}\trun {run_id}\taliases {','.join(aliases) or '-'}")
 
 
 @models_group.command("load")
@@ -54,7 +38,7 @@ def models_load(ref: str, out: Path | None) -> None:
     \b
     Example:  shapflow models load digits-pruned@latest --out pruned/
     """
-    loaded = _registered(ref, out)
+    loaded = load_registered(ref, out)
     click.echo(f"{ref}: version {loaded.version} (run {loaded.run_id}), use case {loaded.cfg.name}, "
                f"model family {loaded.family.name}" + (f"; files in {out}" if out else ""))
 
@@ -69,8 +53,7 @@ def models_alias(name: str, alias: str, version: str) -> None:
     \b
     Example:  shapflow models alias digits-pruned prod --version 1
     """
-    with registry_lookup(f"cannot point {name}@{alias} at version {version}"):
-        open_tracker().call("set_registered_model_alias", name, alias, version)
+    set_alias(open_tracker(), name, alias, version)
     click.echo(f"{name}@{alias} -> version {version}")
 
 
@@ -89,7 +72,7 @@ def models_check(ref: str, seed: int | None, image_path: Path | None) -> None:
     Example:  shapflow models check digits-pruned@latest
               shapflow models check digits-pruned@prod --seed 7 --image seed7.safetensors
     """
-    loaded = _registered(ref, None)
+    loaded = load_registered(ref)
     seed = loaded.cfg.sampling.seed if seed is None else seed
     click.echo(json.dumps(seed_properties(loaded.loaded, load_scorer(loaded.cfg), seed), indent=1))
     if image_path is not None:

@@ -57,7 +57,7 @@ def attribute_options(command):
         click.option("--alias", default=None, help="Registry alias to set on the full and pruned models."),
         click.option("--experiment", default=None, help="MLflow experiment [default: the use case name]."),
         click.option("--tiny", type=click.BOOL, default=False, show_default=True,
-                     help="SMOKE configuration: tiny random stand-ins for every external asset (plumbing only)."),
+                     help="tiny configuration: tiny random stand-ins for every external asset (plumbing only)."),
         click.option("--target", default="",
                      help="Stop at the precision you need, --budget is then the cap: pairs-separated=0.44, "
                           "mean-std=0.05, max-std=0.05 (x the values' range) or top-k-stable=5."),

@@ -46,9 +46,9 @@ def server_start(postgres_dir: Path | None, backend_store_uri: str | None, artif
     if (postgres_dir is None) == (backend_store_uri is None):
         raise click.UsageError("give exactly one of --postgres-dir and --backend-store-uri")
     require_extra("psycopg2", "shapflow server start (MLflow on PostgreSQL)")  # before anything starts
-    from shapflow.execution.lifetime import stop_on_signals
+    from shapflow.services.lifetime import stop_on_signals
+    from shapflow.services.server import describe_exposure, start_mlflow_server, start_postgres
     from shapflow.tracking import open_tracker
-    from shapflow.tracking.server import describe_exposure, start_mlflow_server, start_postgres
 
     try:
         exposure = describe_exposure(host, port, allow_remote)

@@ -1,68 +1,10 @@
-"""Typed use-case configuration: frozen, validated, hashed per stage (``usecase``); shared sections and
-validation helpers (``sections``)."""
+"""Typed use-case configuration split by meaning: shared sections and validation helpers (``sections``), the
+use case's frozen, validated sections with loading and overrides (``usecase``), the stage chain and the keys that
+identify outputs (``keys``). Each module's ``__all__`` is the one list of what it exports."""
 
-from shapflow.config.sections import (
-    ASSET_KEYS,
-    REGISTRY_NAME,
-    REGISTRY_NAME_RULE,
-    AssetsConfig,
-    ConfigError,
-    InputError,
-    LoraConfig,
-    SampleConfig,
-    check,
-)
-from shapflow.config.usecase import (
-    FAMILIES,
-    PRECISION_AUTO,
-    PRECISIONS,
-    STAGES,
-    DataConfig,
-    DiffusionConfig,
-    EMAConfig,
-    ModelConfig,
-    PropertyConfig,
-    PruneConfig,
-    TrainConfig,
-    UseCaseConfig,
-    UtilityConfig,
-    apply_overrides,
-    available_use_cases,
-    from_dict,
-    identity,
-    load_use_case,
-    stage_key,
-    to_dict,
-)
+from shapflow.config import keys, sections, usecase
+from shapflow.config.keys import *  # noqa: F403 (re-exports exactly keys.__all__)
+from shapflow.config.sections import *  # noqa: F403 (re-exports exactly sections.__all__)
+from shapflow.config.usecase import *  # noqa: F403 (re-exports exactly usecase.__all__)
 
-__all__ = [
-    "ASSET_KEYS",
-    "FAMILIES",
-    "PRECISIONS",
-    "PRECISION_AUTO",
-    "REGISTRY_NAME",
-    "REGISTRY_NAME_RULE",
-    "STAGES",
-    "AssetsConfig",
-    "ConfigError",
-    "DataConfig",
-    "DiffusionConfig",
-    "EMAConfig",
-    "InputError",
-    "LoraConfig",
-    "ModelConfig",
-    "PropertyConfig",
-    "PruneConfig",
-    "SampleConfig",
-    "TrainConfig",
-    "UseCaseConfig",
-    "UtilityConfig",
-    "apply_overrides",
-    "available_use_cases",
-    "check",
-    "from_dict",
-    "identity",
-    "load_use_case",
-    "stage_key",
-    "to_dict",
-]
+__all__ = [*sections.__all__, *usecase.__all__, *keys.__all__]

@@ -1,16 +1,12 @@
-"""Typed use-case configuration: frozen dataclasses loaded from YAML, validated, hashed per stage.
+"""Typed use-case configuration: frozen dataclasses loaded from YAML, validated, with overrides.
 
 A use case is one YAML file (``shapflow/usecases/<name>.yaml`` or a user's path). Every stage of the
-method has its own section; the identity of a stage's output is the sha256 of the canonical JSON
-of that stage's section AND of every upstream section (``stage_key``), so changing, say, the sFT
-steps invalidates coalition utilities but not the trained full model.
+method has its own section; ``keys`` hashes the sections each stage's output depends on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,7 +17,6 @@ from typing import Any
 import yaml
 
 from shapflow.config.sections import (
-    ASSET_KEYS,
     REGISTRY_NAME,
     REGISTRY_NAME_RULE,
     AssetsConfig,
@@ -32,30 +27,22 @@ from shapflow.config.sections import (
 from shapflow.config.sections import check as _check
 
 __all__ = [
-    "ASSET_KEYS",
     "FAMILIES",
     "PRECISIONS",
     "PRECISION_AUTO",
-    "STAGES",
-    "AssetsConfig",
-    "ConfigError",
     "DataConfig",
     "DiffusionConfig",
     "EMAConfig",
-    "LoraConfig",
     "ModelConfig",
     "PropertyConfig",
     "PruneConfig",
-    "SampleConfig",
     "TrainConfig",
     "UseCaseConfig",
     "UtilityConfig",
     "apply_overrides",
     "available_use_cases",
     "from_dict",
-    "identity",
     "load_use_case",
-    "stage_key",
     "to_dict",
 ]
 
@@ -208,7 +195,7 @@ PROPERTY_NAMES = ("neg_log_fd", "frechet_distance", "inception_score", "class_en
 DATA_SOURCES = ("digits-market", "digits-market-48", "digits-market-128", "digits-classes", "manifest", "cifar20",
                 "celebahq", "artbench")
 FAMILIES = ("pixel", "latent", "sd_lora")
-# Arithmetic of the training loop's forward + loss and of the sampler's denoiser (shapflow.training.precision):
+# Arithmetic of the training loop's forward + loss and of the sampler's denoiser (shapflow.models.precision):
 # fp32; tf32 (CUDA matmuls and convolutions in TF32, a no-op on CPU); bf16 (autocast, fp32 master weights);
 # auto (PRECISION_AUTO's pick for the device the model is on).
 PRECISIONS = ("fp32", "tf32", "bf16", "auto")
@@ -282,7 +269,7 @@ class UseCaseConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     kernels: str = "eager"  # eager | auto | cpp | triton (shapflow.kernels.optimize)
     precision: str = "fp32"  # fp32 | tf32 | bf16 | auto (PRECISIONS); in the key of every stage that trains or samples
-    # SMOKE configuration (shapflow.testing.smoke): tiny random stand-ins for every asset; part of every stage key,
+    # SMOKE configuration (shapflow.standins.tiny): tiny random stand-ins for every asset; part of every stage key,
     # so a smoke run is never reused as a real one.
     tiny: bool = False
 
@@ -295,21 +282,6 @@ class UseCaseConfig:
                f"use one of {', '.join(PRECISIONS)} (fp32 unless measured otherwise: see PRECISION_AUTO)")
 
 
-# Each stage's output depends on its own section and on every section upstream of it (``precision``: the
-# arithmetic of every stage that trains or samples).
-_INPUTS = ("tiny", "assets", "data")
-STAGES: dict[str, tuple[str, ...]] = {
-    "data": _INPUTS,
-    "full": (*_INPUTS, "model", "diffusion", "lora", "precision", "train"),
-    "prune": (*_INPUTS, "model", "diffusion", "lora", "precision", "train", "prune"),
-    "finetune": (*_INPUTS, "model", "diffusion", "lora", "precision", "train", "prune", "finetune"),
-    "sampling": ("precision", "sampling"),
-    "property": (*_INPUTS, "property"),
-    "coalition": (*_INPUTS, "model", "diffusion", "lora", "precision", "train", "prune", "finetune", "sft",
-                  "sampling", "property", "utility"),
-}
-
-
 def to_dict(obj: Any) -> Any:
     """Plain JSON-ready data of a config (tuples become lists)."""
     if dataclasses.is_dataclass(obj):
@@ -317,28 +289,6 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, (tuple, list)):
         return [to_dict(v) for v in obj]
     return obj
-
-
-def identity(*parts: object) -> str:
-    """sha256 of the canonical JSON of ``parts``: the identity of a run's output (``shapflow.key`` tags), a job."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def stage_key(cfg: UseCaseConfig, stage: str) -> str:
-    """sha256 of the canonical JSON of a stage's sections: the identity used for caching and resume."""
-    if stage not in STAGES:
-        raise ConfigError(f"stage={stage!r} is invalid: use one of {', '.join(STAGES)}")
-    payload = {section: _identity_of(cfg, section) for section in STAGES[stage]
-               if not (section == "precision" and cfg.precision == "fp32")}  # fp32 keeps the keys from before
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _identity_of(cfg: UseCaseConfig, section: str) -> Any:
-    """A section as hashed: its data; precision=auto with the table it resolves by (a new measurement, a new key)."""
-    if section == "precision" and cfg.precision == "auto":
-        return {"auto": dict(sorted(PRECISION_AUTO.items()))}
-    return to_dict(getattr(cfg, section))
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

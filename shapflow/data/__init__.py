@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from shapflow.config import AssetsConfig, DataConfig, InputError
+from shapflow.data.artbench import load_artbench
 from shapflow.data.base import ContributorDataset, DataError
+from shapflow.data.celebahq import load_celebahq
+from shapflow.data.cifar import load_cifar20
 from shapflow.data.digits import MARKET, MARKETS, digits_reference_images, load_digits_classes, load_digits_market
 from shapflow.data.manifest import load_manifest
 
 __all__ = [
+    "LOADERS",
     "MARKET",
     "MARKETS",
     "ContributorDataset",
@@ -21,6 +27,23 @@ __all__ = [
     "load_digits_market",
     "load_manifest",
 ]
+
+
+# The registry of data sources: config.DATA_SOURCES names them (the CLI checks a name without importing this),
+# each maps to its loader here (a test keeps the two equal).
+Loader = Callable[[DataConfig, AssetsConfig], ContributorDataset]
+LOADERS: dict[str, Loader] = {
+    "digits-market": lambda cfg, assets: load_digits_market(cfg.seed),
+    **{f"digits-market-{size}": (lambda cfg, assets, size=size: load_digits_market(cfg.seed, MARKETS[size]))
+       for size in MARKETS if MARKETS[size] is not MARKET},
+    "digits-classes": lambda cfg, assets: load_digits_classes(),
+    "manifest": lambda cfg, assets: load_manifest(cfg.path, channels=cfg.channels, image_size=cfg.image_size),
+    "cifar20": lambda cfg, assets: load_cifar20(assets.cifar100, split=cfg.split),
+    "celebahq": lambda cfg, assets: load_celebahq(assets.celebahq_images, assets.celebahq_labels,
+                                                  num_identities=cfg.num_identities, image_size=cfg.image_size),
+    "artbench": lambda cfg, assets: load_artbench(assets.artbench_images, assets.artbench_metadata, style=cfg.style,
+                                                  split=cfg.split, image_size=cfg.image_size),
+}
 
 
 def load_data(cfg: DataConfig, assets: AssetsConfig | None = None) -> ContributorDataset:
@@ -39,27 +62,7 @@ def load_data(cfg: DataConfig, assets: AssetsConfig | None = None) -> Contributo
 
 
 def _load(cfg: DataConfig, assets: AssetsConfig) -> ContributorDataset:
-    if cfg.source == "digits-market":
-        return load_digits_market(cfg.seed)
-    if cfg.source.startswith("digits-market-"):
-        return load_digits_market(cfg.seed, MARKETS[int(cfg.source.rsplit("-", 1)[1])])
-    if cfg.source == "digits-classes":
-        return load_digits_classes()
-    if cfg.source == "cifar20":
-        from shapflow.data.cifar import load_cifar20
-
-        return load_cifar20(assets.cifar100, split=cfg.split)
-    if cfg.source == "celebahq":
-        from shapflow.data.celebahq import load_celebahq
-
-        return load_celebahq(assets.celebahq_images, assets.celebahq_labels, num_identities=cfg.num_identities,
-                             image_size=cfg.image_size)
-    if cfg.source == "artbench":
-        from shapflow.data.artbench import load_artbench
-
-        return load_artbench(assets.artbench_images, assets.artbench_metadata, style=cfg.style, split=cfg.split,
-                             image_size=cfg.image_size)
-    return load_manifest(cfg.path, channels=cfg.channels, image_size=cfg.image_size)
+    return LOADERS[cfg.source](cfg, assets)
 
 
 def first_contributors(data: ContributorDataset, k: int) -> ContributorDataset:

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from shapflow.attribution import load_config
-from shapflow.attribution.plan import bits
 from shapflow.config import ConfigError, UseCaseConfig
 from shapflow.evaluation.baselines import ranked_degradation
 from shapflow.evaluation.fixture import GroundTruth, load_fixture
@@ -37,6 +36,7 @@ from shapflow.evaluation.plans import COUNTERFACTUALS, counterfactual_jobs, coun
 from shapflow.evaluation.runs import Retrained, ensure_retrained
 from shapflow.evaluation.tables import results_frame, scatter_plots, write_json, write_tables
 from shapflow.shapley import lds as L
+from shapflow.shapley.masks import bits
 from shapflow.tracking import STAGE_TAG, USE_CASE_TAG, TrackedStore, Tracker, open_tracker, parent_run, utilities_table
 from shapflow.utility import Study, family_of, load_study
 
@@ -237,8 +237,8 @@ def _report(tracker: Tracker, parent: str, study: Study, methods: list[MethodVal
     scatter_plots({m.name: masks.astype(float) @ m.values for m in methods}, truth, folder / "scatter")
     if json_path is not None:
         write_json(json_path, results, floor, size)
-        tracker.call("log_artifact", parent, str(json_path))
-    tracker.call("log_artifacts", parent, str(folder))
+        tracker.log_artifact(parent, json_path)
+    tracker.log_artifacts(parent, folder)
     metrics = {f"lds.{r.method}": r.mean for r in results if np.isfinite(r.mean)}
     tracker.log(parent, metrics={**metrics, **game, "lds.random_mean": floor.mean,
                                  "lds.random_half_width": floor.half_width})

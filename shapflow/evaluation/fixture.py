@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from shapflow.attribution.plan import HELDOUT_SEED, heldout_masks
 from shapflow.config import ConfigError, UseCaseConfig, identity
 from shapflow.data import load_data
 from shapflow.evaluation.groundtruth import RetrainJob
 from shapflow.evaluation.worker import config_stamp, read_results
+from shapflow.shapley.masks import HELDOUT_SEED, heldout_masks
 
 __all__ = ["FORMAT", "GroundTruth", "fixture_path", "load_fixture", "recipe_hash", "write_fixture"]
 

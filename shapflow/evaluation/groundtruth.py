@@ -21,19 +21,17 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
-from shapflow.attribution.plan import mask_of
 from shapflow.config import UseCaseConfig, from_dict, identity, stage_key, to_dict
 from shapflow.data import ContributorDataset
 from shapflow.execution import spawn_pool
 from shapflow.generation.ddim import sample
 from shapflow.models import build_unet
 from shapflow.properties import Property
+from shapflow.shapley.masks import mask_of
 from shapflow.training import Member, sampling_state, train_many
 from shapflow.utility import family_of, load_scorer
 
-__all__ = ["ALPHAS", "RetrainJob", "RetrainOutcome", "job_key", "run_jobs", "time_one"]
-
-ALPHAS = (0.25, 0.5, 0.75)
+__all__ = ["RetrainJob", "RetrainOutcome", "job_key", "run_jobs", "time_one"]
 
 
 @dataclass(frozen=True)

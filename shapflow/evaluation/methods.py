@@ -22,13 +22,14 @@ import numpy as np
 import pandas as pd
 
 from shapflow.attribution import Request, estimate_from_table, parse_request, plan, run_attribute
-from shapflow.attribution.plan import bits
 from shapflow.config import identity, stage_key
 from shapflow.evaluation.groundtruth import RetrainJob
 from shapflow.evaluation.plans import coalition_cost, equal_compute_budget, loo_jobs, retrain_shapley_jobs
 from shapflow.evaluation.runs import Retrained
 from shapflow.shapley import DEFAULT_METHOD, estimate, min_budget
+from shapflow.shapley.masks import bits
 from shapflow.tracking import (
+    DESIGN_TAG,
     STAGE_TAG,
     STUDY_TAG,
     USE_CASE_TAG,
@@ -76,11 +77,10 @@ class MethodValues:
 
 
 def _finished_study(tracker: Tracker, request: Request) -> str | None:
-    """The study id of the newest FINISHED attribute run with the same config, estimator, budget and seed."""
+    """The study id of the newest FINISHED attribute run of the same design (config, estimator, budget, seed),
+    found by its design tag."""
     query = (f"tags.`{STAGE_TAG}` = 'attribute' AND attributes.status = 'FINISHED' "
-             f"AND params.`study.config_hash` = {quoted(stage_key(request.cfg, 'coalition'))} "
-             f"AND params.`study.method` = {quoted(request.method)} AND params.`study.budget` = "
-             f"{quoted(request.budget)} AND params.`study.seed` = {quoted(request.seed)}")
+             f"AND tags.`{DESIGN_TAG}` = {quoted(request.design_key)}")
     runs = tracker.search(query, max_results=1)
     return runs[0].data.tags[STUDY_TAG] if runs else None
 
@@ -116,7 +116,7 @@ def study_methods(tracker: Tracker, study: Study, *, use_case: str, overrides: s
         budget = max(budget, min_budget(estimator, n) - 2)  # below it nothing can be estimated: say so in compute
         extra = f" utility.method={utility}" if utility != "sft" else ""
         request = parse_request(use_case, overrides=f"{overrides}{extra}".strip(), budget=budget, method=estimator,
-                                workers=workers, experiment=tracker.call("get_experiment", tracker.experiment_id).name,
+                                workers=workers, experiment=tracker.experiment_name,
                                 check=0)  # retrained ground truth tests these values: no self-check to pay for
         study_id = _finished_study(tracker, request)
         if study_id is None:
@@ -187,7 +187,7 @@ def _logged_method(tracker: Tracker, study: Study, name: str, key: str, parent: 
                                         parent=parent, tags={USE_CASE_TAG: study.cfg.name, "shapflow.method": name})
     if not reused:
         return computed[0]
-    return logged_values(tracker.call("get_run", run_id), names)
+    return logged_values(tracker.get_run(run_id), names)
 
 
 def all_method_names() -> tuple[str, ...]:

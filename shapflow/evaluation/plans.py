@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from shapflow.attribution.plan import bits, heldout_masks
 from shapflow.config import UseCaseConfig
 from shapflow.evaluation.groundtruth import RetrainJob, job_key
 from shapflow.shapley import SAMPLERS, min_budget
+from shapflow.shapley.masks import bits, heldout_masks
 
 __all__ = ["COUNTERFACTUALS", "coalition_cost", "counterfactual_jobs", "counterfactual_masks", "equal_compute_budget",
            "heldout_jobs", "loo_jobs", "retrain_shapley_jobs", "top_k"]

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from shapflow.attribution.plan import mask_of
-from shapflow.attribution.report import image_grid
 from shapflow.config import UseCaseConfig, stage_key
 from shapflow.data import ContributorDataset
 from shapflow.evaluation.fixture import GroundTruth
 from shapflow.evaluation.groundtruth import RetrainJob, RetrainOutcome, run_jobs, time_one
 from shapflow.evaluation.worker import config_stamp, read_results, write_jobs
+from shapflow.generation.grids import image_grid
 from shapflow.properties import Property
+from shapflow.shapley.masks import mask_of
 from shapflow.tracking import KEY_TAG, STAGE_TAG, USE_CASE_TAG, RunStopped, Tracker, quoted
 
 __all__ = ["RETRAIN_STAGE", "JobsExported", "Retrained", "RetrainingNotAsked", "ensure_retrained",
@@ -85,7 +85,7 @@ def log_outcome(tracker: Tracker, cfg: UseCaseConfig, names: tuple[str, ...], ou
         images = getattr(outcome, "images", None)
         if images is not None:
             with tempfile.TemporaryDirectory(prefix="shapflow-retrain-") as tmp:
-                tracker.call("log_artifact", run_id, str(image_grid(images, Path(tmp) / "samples.png")))
+                tracker.log_artifact(run_id, image_grid(images, Path(tmp) / "samples.png"))
     except BaseException:
         tracker.end(run_id, "FAILED")
         raise

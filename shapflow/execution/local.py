@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from shapflow.config import UseCaseConfig, from_dict, to_dict
-from shapflow.execution.lifetime import guard_initializer
+from shapflow.services.lifetime import guard_initializer
 from shapflow.utility import Study, folder_store, load_study
 
 __all__ = ["Lookup", "Outcome", "evaluate_here", "evaluate_in_workers", "spawn_pool"]

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from shapflow.config import UseCaseConfig, from_dict, to_dict
-from shapflow.execution.lifetime import reap_descendants_on_death
 from shapflow.execution.local import Lookup, Outcome, evaluate_one, skipped
+from shapflow.services.lifetime import reap_descendants_on_death
 from shapflow.utility import Study, folder_store, load_study
 
 __all__ = ["evaluate_ray", "stage_payload"]

@@ -14,8 +14,8 @@ from diffusers import DDIMScheduler, UNet2DModel
 
 from shapflow.config import DiffusionConfig, SampleConfig
 from shapflow.generation.deadline import check_deadline
+from shapflow.models.precision import compute_precision
 from shapflow.models.stacked import StackedModules
-from shapflow.training.precision import compute_precision
 
 __all__ = ["denoise", "denoise_stacked", "initial_noise", "sample", "sample_stacked"]
 

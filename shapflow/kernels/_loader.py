@@ -17,15 +17,12 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["cache_dir", "load_error", "load_extension"]
+from shapflow.cache import cache_dir
+
+__all__ = ["load_error", "load_extension"]
 
 _CSRC = Path(__file__).resolve().parents[2] / "csrc"
 _state: dict[str, str | None] = {"source": None, "error": None}
-
-
-def cache_dir() -> Path:
-    """Root of shapflow's caches: ``$SHAPFLOW_CACHE_DIR`` or ``~/.cache/shapflow``."""
-    return Path(os.environ.get("SHAPFLOW_CACHE_DIR", Path.home() / ".cache" / "shapflow"))
 
 
 def _jit_build() -> ModuleType:
@@ -39,8 +36,7 @@ def _jit_build() -> ModuleType:
     with_cuda = bool(cuda_sources) and torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
     with_cuda = with_cuda and torch.cuda.is_available()
     tag = f"torch{torch.__version__.replace('+', '_')}-{'cuda' if with_cuda else 'cpu'}"
-    build_dir = cache_dir() / "extensions" / tag
-    build_dir.mkdir(parents=True, exist_ok=True)
+    build_dir = cache_dir("extensions", tag)
     return cpp_extension.load(
         name="shapflow_C",
         sources=sources + (cuda_sources if with_cuda else []),

@@ -18,9 +18,6 @@ from torch import nn
 
 __all__ = ["FIDInceptionV3", "load_fid_inception"]
 
-FID_WEIGHTS_GLOB = "pt_inception-2015-12-05-*.pth"
-
-
 class BasicConv2d(nn.Module):
     """Conv (no bias) -> BatchNorm (eps 1e-3, as in TF) -> ReLU; keys ``conv.*`` and ``bn.*``."""
 

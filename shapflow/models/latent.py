@@ -6,7 +6,7 @@ dataset's images are encoded once and the latents stored as safetensors under th
 keyed by a sha256 of the images AND of the autoencoder (config + weights), so a different data
 set or autoencoder can never reuse stale latents. The UNet then trains with the ONE training
 loop on a ``ContributorDataset`` whose "images" are latents (sampling and decoding:
-``shapflow.generation.latent``).
+``shapflow.generation.latent_sampling``).
 """
 
 from __future__ import annotations

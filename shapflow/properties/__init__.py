@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from shapflow.config import AssetsConfig, PropertyConfig
-from shapflow.properties.digits import HIGHER_IS_BETTER, DigitsScorer
+from shapflow.properties.digit_scores import HIGHER_IS_BETTER, DigitsScorer
 
 __all__ = ["FEATURE_PROPERTIES", "PROPERTIES", "Property", "load_property"]
 

@@ -36,9 +36,11 @@ proxy constant on the rows gives a warning and no proxy.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable
 from math import comb
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -253,41 +255,19 @@ def _one_size(masks: np.ndarray) -> bool:
     return bool(sizes.min() == sizes.max())
 
 
-def estimate_surrogate_shapley(
-    masks: np.ndarray,
-    utilities: np.ndarray,
-    *,
-    v0: float,
-    v1: float,
-    seed: int = 0,
-    folds: int = DEFAULT_FOLDS,
-    surrogate: str = DEFAULT_SURROGATE,
-    safeguard: bool = True,
-    proxy: Callable[[np.ndarray], np.ndarray] | None = None,
-    proxy_budget: int = PROXY_BUDGET,
-) -> ShapleyResult:
-    """Cross-fitted surrogate-assisted Shapley values (module docstring; options as estimate_indices); any
-    design, sampler "leverage"."""
-    options = {"seed": seed, "folds": folds, "surrogate": surrogate, "safeguard": safeguard}
-    return estimate_indices(masks, utilities, v0=v0, v1=v1, proxy=proxy, proxy_budget=proxy_budget,
-                            **options)["shapley"]
+def _estimator_of(index: str) -> Callable[..., ShapleyResult]:
+    """The estimator of one index: ``estimate_indices``'s ``index`` entry, with ``estimate_indices``'s signature
+    (options checked against it), so both surrogate-assisted indices are one definition."""
+
+    def estimate(masks: np.ndarray, utilities: np.ndarray, *, v0: float, v1: float, **options: Any) -> ShapleyResult:
+        return estimate_indices(masks, utilities, v0=v0, v1=v1, **options)[index]
+
+    estimate.__signature__ = inspect.signature(estimate_indices).replace(return_annotation=ShapleyResult)
+    estimate.__name__ = estimate.__qualname__ = f"estimate_surrogate_{index}"
+    estimate.__doc__ = (f"Cross-fitted surrogate-assisted {index.capitalize()} values (module docstring; options as "
+                        "estimate_indices); any design, sampler \"leverage\".")
+    return estimate
 
 
-def estimate_surrogate_banzhaf(
-    masks: np.ndarray,
-    utilities: np.ndarray,
-    *,
-    v0: float,
-    v1: float,
-    seed: int = 0,
-    folds: int = DEFAULT_FOLDS,
-    surrogate: str = DEFAULT_SURROGATE,
-    safeguard: bool = True,
-    proxy: Callable[[np.ndarray], np.ndarray] | None = None,
-    proxy_budget: int = PROXY_BUDGET,
-) -> ShapleyResult:
-    """Cross-fitted surrogate-assisted Banzhaf values (module docstring; options as estimate_indices); any
-    design, sampler "leverage"."""
-    options = {"seed": seed, "folds": folds, "surrogate": surrogate, "safeguard": safeguard}
-    return estimate_indices(masks, utilities, v0=v0, v1=v1, proxy=proxy, proxy_budget=proxy_budget,
-                            **options)["banzhaf"]
+estimate_surrogate_shapley = _estimator_of("shapley")
+estimate_surrogate_banzhaf = _estimator_of("banzhaf")

@@ -1,1 +1,1 @@
-"""Testing aids: SMOKE stand-ins of every external asset (``smoke``), kernel benchmark workloads (``workloads``)."""
+"""Testing aids: fast settings of the digits use cases (``fast``), kernel benchmark workloads (``workloads``)."""

@@ -47,7 +47,8 @@ from mlflow.types.schema import Array, ColSpec, Map, Schema
 from shapflow.config import InputError
 from shapflow.generation.deadline import DeadlineExceeded, check_deadline, deadline
 from shapflow.properties import Property
-from shapflow.tracking.store import Tracker, global_tracking_uri, quoted
+from shapflow.tracking.store import Tracker, global_tracking_uri
+from shapflow.tracking.tags import quoted
 from shapflow.utility import load_scorer
 from shapflow.utility.deploy import LoadedStage, load_stage_folder, seed_image, seed_properties, seeded_context
 

@@ -14,8 +14,10 @@ enters a search filter is quoted by ``store.quoted``, so no name can widen a sea
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,15 +26,35 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
-from shapflow.config import REGISTRY_NAME, REGISTRY_NAME_RULE, ConfigError, UseCaseConfig
+from shapflow.config import REGISTRY_NAME, REGISTRY_NAME_RULE, ConfigError, InputError, UseCaseConfig
 from shapflow.tracking.pyfunc import STAGE_ARTIFACT, log_stage_model
-from shapflow.tracking.store import Tracker, global_tracking_uri, open_tracker, quoted, store_lock
+from shapflow.tracking.store import Tracker, global_tracking_uri, open_tracker, store_lock
+from shapflow.tracking.tags import quoted
 from shapflow.utility import Context, Family, Models
 from shapflow.utility.deploy import LoadedStage, load_stage_folder
 
-__all__ = ["RegisteredModel", "load_registered", "parse_ref", "register_stage", "resolve_model"]
+__all__ = ["NoSuchModel", "RegisteredModel", "list_versions", "load_registered", "parse_ref", "register_stage",
+           "set_alias"]
 
 _MODELS = "models:/"
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
+class NoSuchModel(InputError, LookupError):
+    """A registered model, version or alias the store does not have; the message says how to list those it has."""
+
+
+@contextlib.contextmanager
+def _lookup(what: str) -> Iterator[None]:
+    """MLflow's "does not exist" / "invalid" for names a user gave becomes ``NoSuchModel`` naming ``what``: no
+    MlflowException leaves the tracking boundary for a user's typo."""
+    try:
+        yield
+    except MlflowException as err:
+        if err.error_code not in _NOT_FOUND:
+            raise
+        raise NoSuchModel(f"{what}: {err.message}; list the registered models, versions and aliases with "
+                          "`shapflow models list`") from None
 
 
 def _model_id(version: ModelVersion) -> str | None:
@@ -116,14 +138,8 @@ def _version(tracker: Tracker, ref: str) -> ModelVersion:
         return tracker.call("get_model_version_by_alias", name, rest)
     versions = tracker.call("search_model_versions", f"name = {quoted(name)}")
     if not versions:
-        raise MlflowException(f"registered model {name!r} has no versions: run the attribute entry point")
+        raise NoSuchModel(f"registered model {name!r} has no versions: run the attribute entry point")
     return max(versions, key=lambda v: int(v.version))
-
-
-def resolve_model(tracker: Tracker, ref: str) -> tuple[str, str, str]:
-    """``name@alias`` / ``name@latest`` / ``name/<version>`` -> (name, version, run id)."""
-    chosen = _version(tracker, ref)
-    return chosen.name, str(chosen.version), chosen.run_id
 
 
 def _stage_folder(tracker: Tracker, version: ModelVersion, into: Path) -> Path:
@@ -169,10 +185,31 @@ class RegisteredModel:
 def load_registered(ref: str, into: Path | None = None, uri: str | None = None) -> RegisteredModel:
     """Load ``NAME@ALIAS`` / ``NAME@latest`` / ``NAME/VERSION`` from the registry (``into``: keep the files there)."""
     tracker = open_tracker(uri=uri)
-    version = _version(tracker, ref)
+    with _lookup(f"cannot load {ref}"):
+        version = _version(tracker, ref)
     with tempfile.TemporaryDirectory(prefix="shapflow-model-") as tmp:
         folder = _stage_folder(tracker, version, Path(tmp))
         loaded = load_stage_folder(folder)
         if into is not None:
             shutil.copytree(folder, into, dirs_exist_ok=True)
     return RegisteredModel(version.name, str(version.version), version.run_id, loaded)
+
+
+def list_versions(tracker: Tracker) -> list[tuple[str, str, str, list[str]]]:
+    """Every registered model version as (name, version, run id, its aliases), by name then newest version first.
+    Read all at once: no model name ever enters a filter."""
+    versions: dict[str, list[ModelVersion]] = {}
+    for version in tracker.call("search_model_versions"):
+        versions.setdefault(version.name, []).append(version)
+    rows = []
+    for model in tracker.call("search_registered_models"):
+        for version in sorted(versions.get(model.name, []), key=lambda v: -int(v.version)):
+            aliases = sorted(a for a, v in model.aliases.items() if str(v) == str(version.version))
+            rows.append((model.name, str(version.version), version.run_id, aliases))
+    return rows
+
+
+def set_alias(tracker: Tracker, name: str, alias: str, version: str) -> None:
+    """Point ``alias`` of registered model ``name`` at ``version``; ``NoSuchModel`` when either is missing."""
+    with _lookup(f"cannot point {name}@{alias} at version {version}"):
+        tracker.call("set_registered_model_alias", name, alias, version)

@@ -5,7 +5,7 @@ DDPM epsilon-prediction MSE with a linear beta schedule; timesteps are drawn ant
 (t and T-1-t in one batch) to lower the variance of the loss; the optimizer is Adam/AdamW with
 linear warm-up, optional cosine decay and gradient clipping. EMA is explicit (see ``EMAConfig``).
 All randomness comes from one seeded generator, so a run is deterministic on CPU. ``precision``
-(``shapflow.training.precision``) sets the arithmetic of the forward pass; the loss, gradients, optimizer and
+(``shapflow.models.precision``) sets the arithmetic of the forward pass; the loss, gradients, optimizer and
 EMA stay fp32.
 """
 
@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from shapflow.config import DiffusionConfig, TrainConfig
 from shapflow.data import ContributorDataset
+from shapflow.models.precision import compute_precision
 from shapflow.models.stacked import StackedModules
-from shapflow.training.precision import compute_precision
 
 __all__ = ["Member", "TrainResult", "ddpm_scheduler", "diffusion_loss", "make_optimizer", "sampling_state", "train",
            "train_many"]

@@ -1,11 +1,11 @@
 """v(S): the study of a use case (stages, endpoints, coalitions), written once against the model-family
-protocol (``protocol``); the families (``unet``: pixel and latent, ``lora``: Stable Diffusion + LoRA) are
-registered in ``families``; ``stages`` runs the stage chain through a store; ``proxy`` is the data proxy q(S), the
-property of S's own real images."""
+protocol (``protocol``); the families (``unet_family``: pixel and latent, ``lora``: Stable Diffusion + LoRA) are
+registered in ``families``; ``stages`` runs the stage chain through a store; ``data_proxy`` is the data proxy q(S),
+the property of S's own real images."""
 
+from shapflow.utility.data_proxy import DataProxy, ProxyError, check_proxy, load_proxy
 from shapflow.utility.families import FAMILIES, family_of
 from shapflow.utility.protocol import CoalitionResult, Context, Family, Models, StageIO, read_stage_meta
-from shapflow.utility.proxy import DataProxy, ProxyError, check_proxy, load_proxy
 from shapflow.utility.stages import cached_store, folder_store, no_store, run_stages
 from shapflow.utility.study import UTILITY_METHODS, Study, load_scorer, load_study, stage_properties
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from shapflow.config import ConfigError, UseCaseConfig
 from shapflow.utility.lora import LoraFamily
 from shapflow.utility.protocol import Family
-from shapflow.utility.unet import LatentFamily, PixelFamily
+from shapflow.utility.unet_family import LatentFamily, PixelFamily
 
 __all__ = ["FAMILIES", "family_of"]
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from shapflow.cache import cache_dir
 from shapflow.config import ConfigError, TrainConfig, UseCaseConfig
 from shapflow.data import ContributorDataset
-from shapflow.generation.latent import sample_latent_images
+from shapflow.generation.latent_sampling import sample_latent_images
 from shapflow.models.latent import cached_latent_dataset
 from shapflow.models.sd_lora import (
     ADAPTER_WEIGHTS,

@@ -20,15 +20,14 @@ from typing import Any, Protocol
 
 import torch
 
-from shapflow.config import TrainConfig, UseCaseConfig, from_dict, to_dict
+from shapflow.config import STAGE_CHAIN, TrainConfig, UseCaseConfig, from_dict, to_dict
 from shapflow.data import ContributorDataset
 from shapflow.models.schema import ModelFileError
 from shapflow.properties import Property
 
-__all__ = ["STAGE_META", "STAGE_ORDER", "CoalitionResult", "Context", "Family", "Models", "StageIO", "Store",
+__all__ = ["STAGE_META", "CoalitionResult", "Context", "Family", "Models", "StageIO", "Store",
            "read_stage_meta", "stage_recipe", "timed_score"]
 
-STAGE_ORDER = ("full", "prune", "finetune")
 STAGE_META = "stage.json"
 _FORMAT = "shapflow-stage/1"
 
@@ -111,7 +110,8 @@ class Family(Protocol):
 
 def stage_recipe(cfg: UseCaseConfig, stage: str) -> TrainConfig | None:
     """The training recipe of a stage (None for pruning): it says whether the stage samples with its EMA."""
-    return {"full": cfg.train, "prune": None, "finetune": cfg.finetune}[stage]
+    recipe = {s.name: s.recipe for s in STAGE_CHAIN}[stage]
+    return None if recipe is None else getattr(cfg, recipe)
 
 
 def read_stage_meta(folder: Path) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from shapflow.cache import cache_dir
-from shapflow.config import stage_key
+from shapflow.config import STAGE_ORDER, stage_key
 from shapflow.data import ContributorDataset
-from shapflow.utility.protocol import STAGE_META, STAGE_ORDER, Models, StageIO, Store
+from shapflow.utility.protocol import STAGE_META, Models, StageIO, Store
 
 __all__ = ["cached_store", "folder_store", "no_store", "run_stages"]
 

@@ -16,7 +16,7 @@ def test_values_recomputed_from_logged_utilities_with_two_estimators(cli):
     table = json.loads(runner.invoke(main, ["utilities", "--format", "json"]).stdout)
     ends = {row["coalition_id"]: row["utility"] for row in table if row["stage"] == "endpoint"}
     for method in ("leverage", "kernelshap-paired"):
-        out = runner.invoke(main, ["attribute", "--experiment", request.experiment, "--method", method])
+        out = runner.invoke(main, ["reestimate", "--experiment", request.experiment, "--method", method])
         assert out.exit_code == 0, out.output
         assert "std" in out.output and "logged as run" in out.output
         run = tracker.call("get_run", out.output.split("logged as run ")[1].split()[0])
@@ -83,15 +83,28 @@ def test_mlproject_defaults_match_cli():
         assert str(spec["default"]) == str(cli_default), name
 
 
+def test_mlproject_main_is_the_attribute_entry_point_written_once():
+    """``main`` (what ``mlflow run .`` runs) is ``attribute`` by a YAML alias, as MLflow's own loader reads it."""
+    from mlflow.projects._project_spec import load_project
+
+    text = open("MLproject").read()
+    assert "main: *attribute" in text and text.count("python pipelines/attribute.py") == 1
+    project = load_project(".")
+    main_entry, attribute = project.get_entry_point("main"), project.get_entry_point("attribute")
+    assert main_entry.command == attribute.command
+    assert {n: p.default for n, p in main_entry.parameters.items()} == {
+        n: p.default for n, p in attribute.parameters.items()}
+
+
 def test_every_command_has_help_with_examples():
     runner = CliRunner()
-    for args in (["run"], ["utilities"], ["attribute"], ["report"], ["models", "load"], ["models", "check"], ["plan"]):
+    for args in (["run"], ["utilities"], ["reestimate"], ["report"], ["models", "load"], ["models", "check"], ["plan"]):
         out = runner.invoke(main, [*args, "--help"])
         assert out.exit_code == 0 and "Example" in out.output, args
 
 
 def test_mlproject_evaluate_defaults_match_cli():
-    from shapflow.cli.evaluate import lds_command
+    from shapflow.cli.evaluate_commands import lds_command
 
     with open("MLproject") as handle:
         project = yaml.safe_load(handle)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import shapflow.attribution.request as request_module
+import shapflow.attribution.attribute_request as request_module
 from shapflow.attribution import parse_request
 from shapflow.cli.main import main
 from shapflow.testing.fast import FAST_SETTINGS

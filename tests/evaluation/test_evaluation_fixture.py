@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from shapflow.attribution import load_config
-from shapflow.attribution.plan import bits, heldout_masks
 from shapflow.config import ConfigError, apply_overrides
 from shapflow.data import load_data
 from shapflow.evaluation.evaluate import parse_eval_request
@@ -16,6 +15,7 @@ from shapflow.evaluation.fixture import load_fixture, recipe_hash, write_fixture
 from shapflow.evaluation.groundtruth import RetrainJob, job_key
 from shapflow.evaluation.runs import ensure_retrained, finished_retrains
 from shapflow.evaluation.worker import config_stamp
+from shapflow.shapley.masks import bits, heldout_masks
 from shapflow.testing.fast import FAST_SETTINGS
 from shapflow.tracking import open_tracker
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from shapflow.attribution import load_config
-from shapflow.attribution.plan import bits, heldout_masks, mask_of
 from shapflow.data import load_data
 from shapflow.evaluation.groundtruth import RetrainJob, job_key, run_jobs
 from shapflow.evaluation.plans import counterfactual_jobs, counterfactual_masks, equal_compute_budget, top_k
 from shapflow.evaluation.worker import main as worker_main
 from shapflow.evaluation.worker import read_jobs, read_results, write_jobs
 from shapflow.models import build_unet
+from shapflow.shapley.masks import bits, heldout_masks, mask_of
 from shapflow.testing.fast import FAST_SETTINGS
 from shapflow.training.loop import Member, train, train_many
 from shapflow.utility.study import load_scorer

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from shapflow.attribution import load_config
-from shapflow.attribution.plan import bits, heldout_masks
 from shapflow.cli.main import main
 from shapflow.data import load_data
 from shapflow.evaluation import groundtruth
@@ -24,6 +23,7 @@ from shapflow.evaluation.runs import (
 )
 from shapflow.evaluation.worker import main as worker_main
 from shapflow.evaluation.worker import write_jobs
+from shapflow.shapley.masks import bits, heldout_masks
 from shapflow.testing.fast import FAST_SETTINGS
 from shapflow.tracking import KEY_TAG, STAGE_TAG, open_tracker
 from shapflow.utility.study import load_scorer

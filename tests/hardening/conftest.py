@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import shapflow
-from shapflow.tracking.server import postgres_bin
+from shapflow.services.server import postgres_bin
 
 REPO = Path(shapflow.__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shapflow.tracking.server import postgres_bin, start_postgres
+from shapflow.services.server import postgres_bin, start_postgres
 
 psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 not installed: pip install -e '.[test]'")
 pytestmark = pytest.mark.skipif(postgres_bin() is None,

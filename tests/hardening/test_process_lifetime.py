@@ -11,8 +11,8 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from shapflow.execution.lifetime import guard_initializer, stop_on_signals
-from shapflow.tracking.server import describe_exposure, free_port
+from shapflow.services.lifetime import guard_initializer, stop_on_signals
+from shapflow.services.server import describe_exposure, free_port
 
 # Two workers (each leaves a file from its initializer, after the guard is set up) sleeping 10 minutes.
 DRIVER = """
@@ -128,7 +128,7 @@ def test_sigterm_stops_the_mlflow_server_and_postgres(cluster_root, tmp_path, py
 # A parent that starts a child guarded by the polling thread alone (PDEATHSIG switched off), then sleeps.
 PARENT = """
 import os, subprocess, sys, time
-child = ("import shapflow.execution.lifetime as p, sys, time; p._pdeathsig = lambda: False; "
+child = ("import shapflow.services.lifetime as p, sys, time; p._pdeathsig = lambda: False; "
          "p.die_with_parent(int(sys.argv[1])); open(sys.argv[2], 'w').close(); time.sleep(600)")
 subprocess.Popen([sys.executable, "-c", child, str(os.getpid()), sys.argv[1]])
 time.sleep(600)
@@ -155,7 +155,7 @@ def test_the_polling_thread_alone_ends_an_orphan(tmp_path, python, child_env, wa
 # A process that starts the reaper, then a tree (one grandchild in its own session), then sleeps.
 REAPED = """
 import subprocess, sys, time
-from shapflow.execution.lifetime import reap_descendants_on_death
+from shapflow.services.lifetime import reap_descendants_on_death
 reap_descendants_on_death(0.1)
 subprocess.Popen(["bash", "-c", "setsid sleep 600 & exec sleep 600"])
 print("started", flush=True)

@@ -7,8 +7,8 @@ import time
 
 from mlflow.tracking import MlflowClient
 
+from shapflow.services.server import start_postgres
 from shapflow.tracking import open_tracker
-from shapflow.tracking.server import start_postgres
 
 DRIVER = """
 import sys, time

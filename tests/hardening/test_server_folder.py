@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from shapflow.cli.main import main
-from shapflow.tracking.server import FolderInUse, hold_folder, postgres_bin
+from shapflow.services.server import FolderInUse, hold_folder, postgres_bin
 
-HOLDER = "import sys, time; from pathlib import Path; from shapflow.tracking.server import hold_folder; " \
+HOLDER = "import sys, time; from pathlib import Path; from shapflow.services.server import hold_folder; " \
          "hold_folder(Path(sys.argv[1])); print('held', flush=True); time.sleep(600)"
 
 

@@ -14,9 +14,9 @@ import torch
 from shapflow.config import AssetsConfig, PropertyConfig
 from shapflow.data import digits_reference_images
 from shapflow.properties import FEATURE_PROPERTIES, PROPERTIES, load_property
-from shapflow.properties.digits import frechet_distance
+from shapflow.properties.digit_scores import frechet_distance
 from shapflow.properties.proxy import FrechetProxy, QuantileProxy
-from shapflow.testing.smoke import tiny_images, write_tiny_clip_vision, write_tiny_inception, write_tiny_laion_head
+from shapflow.standins.tiny import tiny_images, write_tiny_clip_vision, write_tiny_inception, write_tiny_laion_head
 from shapflow.utility import ProxyError, check_proxy
 
 N_PLAYERS = 4

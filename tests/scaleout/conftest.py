@@ -17,7 +17,7 @@ def mlflow_server(tmp_path_factory):
     if os.environ.get("SHAPFLOW_TEST_MLFLOW_URI"):
         yield os.environ["SHAPFLOW_TEST_MLFLOW_URI"]
         return
-    from shapflow.tracking.server import postgres_bin, start_mlflow_server, start_postgres
+    from shapflow.services.server import postgres_bin, start_mlflow_server, start_postgres
 
     if postgres_bin() is None:
         pytest.skip("no PostgreSQL binaries (apt-get install postgresql) and SHAPFLOW_TEST_MLFLOW_URI unset")

@@ -8,7 +8,8 @@ import numpy as np
 
 from shapflow.tracking import STAGE_TAG, STUDY_TAG, logged_names, open_tracker, utilities_table
 from shapflow.tracking.datasets import DATASET_SOURCE
-from shapflow.tracking.store import KIND_TAG, TRAINING_KIND, runs_page
+from shapflow.tracking.store import runs_page
+from shapflow.tracking.tags import KIND_TAG, TRAINING_KIND
 
 CONTEXT = "mlflow.data.context"
 

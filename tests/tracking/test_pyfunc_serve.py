@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 
 import shapflow
 from shapflow.cli.main import main
-from shapflow.execution.lifetime import wait_group_gone
-from shapflow.tracking.server import free_port
+from shapflow.services.lifetime import wait_group_gone
+from shapflow.services.server import free_port
 
 REF = "digits-classes-pruned@candidate"
 

@@ -12,7 +12,7 @@ from shapflow.models.vision import embed_images, load_image_encoder
 from shapflow.properties.aesthetic import AestheticProperty, load_aesthetic_property, load_laion_head
 from shapflow.properties.diversity import cluster_entropy_bits, fit_ward_centroids, load_diversity_property
 from shapflow.properties.inception_score import InceptionProperty, frechet_distance_features, inception_score
-from shapflow.testing.smoke import tiny_images, write_tiny_clip_vision, write_tiny_laion_head
+from shapflow.standins.tiny import tiny_images, write_tiny_clip_vision, write_tiny_laion_head
 
 # Facts of pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID weights), written down independently.
 REAL_FID_KEYS = {

@@ -18,7 +18,7 @@ from shapflow.models.sd_lora import (
     lora_parameters,
     save_lora,
 )
-from shapflow.testing.smoke import tiny_images, write_tiny_assets, write_tiny_sd, write_tiny_vq
+from shapflow.standins.tiny import tiny_images, write_tiny_assets, write_tiny_sd, write_tiny_vq
 from shapflow.training.loop import train
 from shapflow.training.prune_lora import prune_lora_ranks
 

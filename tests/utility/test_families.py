@@ -1,7 +1,7 @@
 """One contract over every model family (as diffusers runs one common test over every scheduler): a family that
 passes it can be attributed; a new family must pass it before it is registered.
 
-Each family runs its SMOKE configuration (tiny random stand-ins of its real assets, in their real layouts):
+Each family runs its tiny configuration (tiny random stand-ins of its real assets, in their real layouts):
 stages, v(empty) and v(all), a two-contributor coalition by sFT, FT and retraining, determinism, sFT leaving
 the stage it starts from untouched, the save/load round trip of every stage, and exact Shapley values on three
 contributors that add up to v(all) - v(empty).

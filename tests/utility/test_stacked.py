@@ -13,7 +13,7 @@ from shapflow.execution import evaluate_many
 from shapflow.execution.local import evaluate_here
 from shapflow.testing.fast import FAST_SETTINGS
 from shapflow.utility import FAMILIES, load_study, no_store
-from shapflow.utility.unet import PixelFamily
+from shapflow.utility.unet_family import PixelFamily
 
 # Member k's utility equals its lone run's to this (the bar, fp32 on CPU).
 UTILITY_TOL = 1e-5

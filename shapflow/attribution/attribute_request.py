@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from shapflow.cache import cache_dir
-from shapflow.config import ConfigError, UseCaseConfig, load_use_case
+from shapflow.config import ConfigError, UseCaseConfig, identity, load_use_case, stage_key
 from shapflow.config.request import split_overrides
 from shapflow.data import load_data
 from shapflow.data.assets import require_use_case
@@ -20,7 +20,7 @@ from shapflow.execution import ExecutorSpec
 from shapflow.shapley import DEFAULT_METHOD, METHODS, SAMPLERS, default_sampler, min_budget
 from shapflow.shapley.sequential import design_minimum
 from shapflow.shapley.targets import Target, parse_target
-from shapflow.testing.smoke import smoke_config
+from shapflow.standins.tiny import tiny_config
 from shapflow.utility import DataProxy, Family, check_proxy, family_of, load_proxy
 
 __all__ = ["Request", "load_config", "parse_request", "split_overrides"]
@@ -46,13 +46,20 @@ class Request:
     stack: int = 1  # coalitions each local process trains and samples together (not part of any coalition's key)
     proxy: DataProxy | None = field(default=None, compare=False, repr=False)  # q(S): the property of S's own data
 
+    @property
+    def design_key(self) -> str:
+        """The identity of the coalitions this request evaluates and how: the coalition config, the estimator
+        (whose sampler draws them), the budget and the sampler seed. The attribute run carries it as a tag, so
+        a finished study of the same design is found by it, never by comparing stringified params."""
+        return identity("design", stage_key(self.cfg, "coalition"), self.method, self.budget, self.seed)
+
 
 def load_config(name_or_path: str, overrides: str | tuple[str, ...] = "", tiny: bool = False) -> UseCaseConfig:
-    """A use case with its overrides; with ``tiny`` (or ``tiny=true`` in it), its SMOKE configuration."""
+    """A use case with its overrides; with ``tiny`` (or ``tiny=true`` in it), its tiny configuration."""
     cfg = load_use_case(name_or_path, split_overrides(overrides))
     if not (tiny or cfg.tiny):
         return cfg
-    return smoke_config(replace(cfg, tiny=True), cache_dir("tiny-assets", cfg.data.source))
+    return tiny_config(replace(cfg, tiny=True), cache_dir("tiny-assets", cfg.data.source))
 
 
 def parse_request(use_case: str = "digits", config: str | None = None, overrides: str | tuple[str, ...] = "",
@@ -67,12 +74,12 @@ def parse_request(use_case: str = "digits", config: str | None = None, overrides
     ``target``: e.g. ``pairs-separated=0.44`` (``shapley.targets``): coalitions come in batches chosen where the
     variance falls most, and the run stops once the values meet it, or at ``budget`` (then the cap).
     ``executor``/``ray_address``/``num_gpus``/``max_retries``: where coalitions run (``ExecutorSpec``).
-    ``tiny`` (or ``tiny=true`` in the config) selects the SMOKE configuration.
+    ``tiny`` (or ``tiny=true`` in the config) selects the tiny configuration.
     ``check``: held-out coalitions of half the contributors the run evaluates by the same utility, to report how
     well the values predict them; ``auto``: 10% of the budget (8 to 48, at most 20%), 0: none.
     ``stack``: coalitions each local process trains and samples together in one vmapped loop (the same utilities
     as one at a time; faster where small models leave the device idle).
-    ``proxy``: use the data proxy q(S) (the property of S's own real images, ``shapflow.utility.proxy``) as the
+    ``proxy``: use the data proxy q(S) (the property of S's own real images, ``shapflow.utility.data_proxy``) as the
     estimator's control variate; it is computed and checked here, so a bad one stops the request before any run.
     """
     cfg = load_config(config or use_case, overrides, tiny)

@@ -1,4 +1,4 @@
-"""SMOKE stand-ins: tiny random-weight models and random images, written in the REAL asset layouts.
+"""The tiny configuration's stand-ins: tiny random-weight models and random images, in the REAL asset layouts.
 
 ``tiny=true`` proves the plumbing, not the science: every value computed with these stand-ins is
 meaningless. Each stand-in is built from a small config with seeded random weights and saved
@@ -26,10 +26,10 @@ from shapflow.config import ConfigError, UseCaseConfig, apply_overrides
 from shapflow.data.base import ContributorDataset
 
 __all__ = [
-    "SMOKE_LABEL",
-    "SMOKE_OVERRIDES",
-    "smoke_config",
+    "TINY_LABEL",
+    "TINY_OVERRIDES",
     "tiny_clip_tokenizer",
+    "tiny_config",
     "tiny_images",
     "write_tiny_artbench",
     "write_tiny_assets",
@@ -42,11 +42,11 @@ __all__ = [
     "write_tiny_vq",
 ]
 
-SMOKE_LABEL = "SMOKE (tiny random stand-ins: plumbing only, values meaningless)"
+TINY_LABEL = "SMOKE (tiny random stand-ins: plumbing only, values meaningless)"
 _STAGE = ("steps=2", "batch_size=4", "lr=0.001", "warmup_steps=0", "ema.decay=0.0", "ema.sample_with_ema=false")
 # The one home of the smoke configuration (-P tiny=true): tiny UNet, 2 steps per training, 3 images with
 # 2 DDIM steps, 3 contributors; then per model family the image and latent sizes of the tiny autoencoders.
-SMOKE_OVERRIDES: dict[str, tuple[str, ...]] = {
+TINY_OVERRIDES: dict[str, tuple[str, ...]] = {
     "common": ("model.block_out_channels=[8,16]", "model.layers_per_block=1", "model.norm_num_groups=4",
                "model.add_attention=false", "model.down_block_types=[DownBlock2D,DownBlock2D]",
                "model.up_block_types=[UpBlock2D,UpBlock2D]", "diffusion.num_train_timesteps=50",
@@ -230,9 +230,9 @@ def write_tiny_cifar100(folder: Path, *, per_class: int = 2, seed: int = 0) -> P
     return folder
 
 
-def smoke_config(cfg: UseCaseConfig, folder: str | Path) -> UseCaseConfig:
-    """The SMOKE configuration of ``cfg``: stand-ins written under ``folder`` (reused when present) as its
-    assets, ``SMOKE_OVERRIDES``, ``tiny=true`` and the name ``SMOKE-<name>``. Idempotent."""
+def tiny_config(cfg: UseCaseConfig, folder: str | Path) -> UseCaseConfig:
+    """The tiny configuration of ``cfg``: stand-ins written under ``folder`` (reused when present) as its
+    assets, ``TINY_OVERRIDES``, ``tiny=true`` and the name ``SMOKE-<name>``. Idempotent."""
     from shapflow.data.assets import SOURCE_ASSETS
 
     if cfg.name.startswith("SMOKE-"):
@@ -246,8 +246,8 @@ def smoke_config(cfg: UseCaseConfig, folder: str | Path) -> UseCaseConfig:
         index.parent.mkdir(parents=True, exist_ok=True)
         index.write_text(json.dumps(write_tiny_assets(kind, folder)))
     paths = json.loads(index.read_text())
-    cfg = apply_overrides(cfg, (*SMOKE_OVERRIDES["common"], *SMOKE_OVERRIDES[cfg.model.family]))
-    return replace(cfg, name=f"SMOKE-{cfg.name}", description=SMOKE_LABEL, tiny=True,
+    cfg = apply_overrides(cfg, (*TINY_OVERRIDES["common"], *TINY_OVERRIDES[cfg.model.family]))
+    return replace(cfg, name=f"SMOKE-{cfg.name}", description=TINY_LABEL, tiny=True,
                    assets=replace(cfg.assets, **paths))
 
 

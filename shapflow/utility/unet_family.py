@@ -20,7 +20,7 @@ from shapflow.cache import cache_dir
 from shapflow.config import ConfigError, TrainConfig, UseCaseConfig
 from shapflow.data import ContributorDataset
 from shapflow.generation.ddim import sample, sample_stacked
-from shapflow.generation.latent import sample_latent_images
+from shapflow.generation.latent_sampling import sample_latent_images
 from shapflow.models import build_unet, load_unet, save_unet
 from shapflow.models.latent import Autoencoder, cached_latent_dataset, load_autoencoder
 from shapflow.training import Member, prune_unet, sampling_state, train, train_many

@@ -6,13 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shapflow.config import identity, stage_key
-from shapflow.tracking.store import USE_CASE_TAG, Tracker, code_version
+from shapflow.config import STAGE_CHAIN, identity, stage_key
+from shapflow.tracking.store import Tracker, code_version
+from shapflow.tracking.tags import USE_CASE_TAG
 from shapflow.utility import Models, StageIO
 
 __all__ = ["TrackedStore"]
 
-UPSTREAM = {"prune": "full", "finetune": "prune"}
+UPSTREAM = {stage.name: stage.upstream for stage in STAGE_CHAIN if stage.upstream}
 Built = tuple[Models, dict[str, Any]]
 
 

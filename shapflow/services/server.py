@@ -38,7 +38,7 @@ from pathlib import Path
 
 from shapflow.config import InputError
 from shapflow.config.extras import require_extra
-from shapflow.execution.lifetime import wait_group_gone
+from shapflow.services.lifetime import wait_group_gone
 
 __all__ = ["FolderInUse", "MlflowServer", "Postgres", "describe_exposure", "free_port", "hold_folder", "postgres_bin",
            "start_mlflow_server", "start_postgres"]
@@ -186,7 +186,7 @@ def _scram_verifier(password: str, iterations: int = 4096) -> str:
 def _write_hba(data: Path) -> None:
     """pg_hba.conf: peer for the cluster owner on the private socket, scram for ``mlflow`` over TCP; no trust."""
     hba = data / "pg_hba.conf"
-    hba.write_text("# written by shapflow.tracking.server on every start; edits are overwritten\n"
+    hba.write_text("# written by shapflow.services.server on every start; edits are overwritten\n"
                    f"local all {_owner()} peer\n"
                    f"host {ROLE} {ROLE} 127.0.0.1/32 scram-sha-256\n")
     if os.geteuid() == 0:

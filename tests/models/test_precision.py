@@ -22,8 +22,8 @@ from shapflow.config import (
 from shapflow.data import load_digits_market
 from shapflow.generation.ddim import sample
 from shapflow.models import build_unet
+from shapflow.models.precision import compute_precision, resolve_precision
 from shapflow.training import train
-from shapflow.training.precision import compute_precision, resolve_precision
 
 DIFFUSION = DiffusionConfig()
 # The digits use case's stage keys before the precision field existed: fp32 must keep them (caches and MLflow

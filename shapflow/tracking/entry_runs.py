@@ -18,15 +18,8 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from shapflow.config import InputError, UseCaseConfig, from_dict
-from shapflow.tracking.store import (
-    RETIRED_TAG,
-    STAGE_TAG,
-    STUDY_TAG,
-    Tracker,
-    client_for,
-    default_tracking_uri,
-    quoted,
-)
+from shapflow.tracking.store import Tracker, client_for, default_tracking_uri
+from shapflow.tracking.tags import RETIRED_TAG, STAGE_TAG, STUDY_TAG, quoted
 from shapflow.utility import read_stage_meta
 
 __all__ = ["LINK_TAG", "FinishedLookup", "RunStopped", "discard_when_ended", "latest_experiment", "parent_run",
