@@ -196,3 +196,25 @@ def test_the_proxy_fit_without_a_surrogate_has_honest_intervals():
                 values, variance = crossfit_values(masks, v0, v1, direct, "shapley")
                 hits.append(np.abs(values - truth) <= 1.96 * np.sqrt(variance))
     assert len(hits) >= 6 and np.mean(hits) >= 0.85
+
+
+def test_phi_q_is_computed_once_per_proxy_object():
+    """Every estimate of a run (values, convergence curve, each batch of a target design) shares one phi(q): a
+    second estimate on the same proxy only scores its own rows; a new proxy object pays for phi(q) again."""
+    n = 24  # 2^n above the proxy budget: phi(q) by permutations
+    masks, y, v0, v1, game = _logged("market-mix", n, 4 * n, seed=0, noise=0.1)
+    calls = []
+
+    class Counting:
+        def __call__(self, batch):
+            calls.append(len(batch))
+            return game.value(batch)
+
+    proxy = Counting()
+    first = estimate(masks, y, v0=v0, v1=v1, proxy=proxy, proxy_budget=2**14)
+    spent = sum(calls)
+    second = estimate(masks, y, v0=v0, v1=v1, proxy=proxy, proxy_budget=2**14)
+    assert first.method.endswith("+proxy") and np.array_equal(first.values, second.values)
+    assert spent > 2**14 and sum(calls) - spent <= len(masks) + 2
+    estimate(masks, y, v0=v0, v1=v1, proxy=Counting(), proxy_budget=2**14)
+    assert sum(calls) - spent > 2**14
