@@ -22,6 +22,7 @@ times b, is added to the reported variance; b's own uncertainty is in the jackkn
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ __all__ = [
     "proxy_rows",
     "proxy_values",
     "residual_spread",
+    "shared_proxy_values",
     "with_proxy_values",
     "within_size_slopes",
 ]
@@ -232,22 +234,40 @@ def _combined(f: Callable, b: float, proxy: Callable) -> Callable[[np.ndarray], 
 
 
 def proxy_control(
-    proxy: Callable[[np.ndarray], np.ndarray],
-    masks: np.ndarray,
-    q_rows: np.ndarray,
-    q_ends: np.ndarray,
-    *,
-    surrogate: str,
-    seed: int,
+    proxy: Callable[[np.ndarray], np.ndarray], n: int, q_ends: np.ndarray, *, surrogate: str, seed: int
 ) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, np.ndarray]]:
-    """A surrogate of q itself (predict, exact values per index) for proxy_values' permutations: fitted to the
-    logged rows, the candidate chosen on max(2n, 64) fresh leverage-design coalitions (q is cheap)."""
-    n = masks.shape[1]
-    candidates = fit_surrogate(surrogate, masks, q_rows, float(q_ends[0]), float(q_ends[1]), seed)
+    """A surrogate of q itself (predict, exact values per index) for proxy_values' permutations: fitted to
+    max(4n, 128) fresh leverage-design coalitions (q is cheap), the candidate chosen on max(2n, 64) others. It
+    depends on (proxy, n, seed) alone, not on the logged rows, so phi(q) can be computed once per proxy."""
+    train = sample_leverage(n, max(4 * n, 128), seed + 2).masks
+    candidates = fit_surrogate(surrogate, train, evaluate_proxy(proxy, train), float(q_ends[0]), float(q_ends[1]),
+                               seed)
     fresh = sample_leverage(n, max(2 * n, 64), seed + 1).masks
     q_fresh = evaluate_proxy(proxy, fresh)
     best = min(candidates, key=lambda g: float(np.sum((g.predict(fresh) - q_fresh) ** 2)))
     return best.predict, best.values
+
+
+def shared_proxy_values(
+    proxy: Callable[[np.ndarray], np.ndarray], n: int, *, seed: int, budget: int, surrogate: str
+) -> ProxyValues:
+    """proxy_values around proxy_control's surrogate, computed once per (proxy, n, seed, budget, surrogate) and
+    remembered while the proxy object lives: every estimate of a run (values, convergence curve, forecasts, each
+    batch of a target design) re-uses one phi(q), since a proxy is deterministic. A proxy that cannot be weakly
+    referenced (e.g. a bound method, made anew at each access) is computed each time."""
+    key = (n, seed, budget, surrogate)
+    try:
+        known = _SHARED.setdefault(proxy, {})
+    except TypeError:
+        known = {}
+    if key not in known:
+        q_ends = evaluate_proxy(proxy, np.array([np.zeros(n, bool), np.ones(n, bool)]))
+        control = proxy_control(proxy, n, q_ends, surrogate=surrogate, seed=seed)
+        known[key] = proxy_values(proxy, n, seed=seed, budget=budget, control=control)
+    return known[key]
+
+
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # proxy -> {(n, seed, budget, surrogate): values}
 
 
 def proxy_rows(proxy: Callable[[np.ndarray], np.ndarray] | None, masks: np.ndarray) -> np.ndarray | None:
@@ -288,9 +308,7 @@ def proxy_crossfits(
             for candidate, reference in ((fit, plain), (direct, bare))]
     if all(candidate is None for candidate in kept):
         return None, None
-    seed, surrogate = int(options["seed"]), str(options["surrogate"])
-    control = proxy_control(proxy, masks, q_rows, q_ends, surrogate=surrogate, seed=seed)
-    q = proxy_values(proxy, n, seed=seed, budget=budget, control=control)
+    q = shared_proxy_values(proxy, n, seed=int(options["seed"]), budget=budget, surrogate=str(options["surrogate"]))
     fit_proxy, direct_proxy = (None if c is None else with_proxy_values(c, b, q, proxy) for c in kept)
     return fit_proxy, direct_proxy
 

@@ -30,31 +30,23 @@ class ProxyError(InputError):
     """A proxy game that cannot be used (wrong length, NaN or inf): the message names the problem and the fix."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DataProxy:
     """q of a study: ``property`` (its name), the per-image ``quantities`` (N, k) and their ``owner`` (N,) from
     which ``game`` scores masks; calling the proxy calls the game: q(masks bool (m, n)) -> (m,) float.
 
-    Values are remembered per mask: every estimate of a run (the values, the convergence curve, the self-check)
-    walks the same seeded permutation chains, so each coalition is scored once.
+    No per-mask cache: the estimator computes phi(q) once per proxy object (control.shared_proxy_values), and a
+    batch of masks costs the game a few matrix products, less than hashing its rows (benchmarks/proxy_cost.py).
+    Compared by identity, so the estimator can remember phi(q) per proxy object.
     """
 
     property: str
     quantities: np.ndarray = field(repr=False)
     owner: np.ndarray = field(repr=False)
     game: Callable[[np.ndarray], np.ndarray] = field(repr=False)
-    _seen: dict[bytes, float] = field(default_factory=dict, repr=False, compare=False)
 
     def __call__(self, masks: np.ndarray) -> np.ndarray:
-        masks = np.asarray(masks, dtype=bool)
-        keys = [row.tobytes() for row in np.packbits(masks, axis=1)]
-        new = [r for r, key in enumerate(keys) if key not in self._seen]
-        if new:
-            q = np.asarray(self.game(masks[new]), dtype=float)
-            if q.shape != (len(new),):
-                return q  # the caller's shape check reports it
-            self._seen.update({keys[r]: value for r, value in zip(new, q.tolist(), strict=True)})
-        return np.array([self._seen[key] for key in keys], dtype=float)
+        return np.asarray(self.game(np.asarray(masks, dtype=bool)), dtype=float)
 
 
 def load_proxy(cfg: UseCaseConfig, scorer: Property | None = None,
