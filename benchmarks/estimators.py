@@ -309,18 +309,24 @@ def main() -> None:
     parser.add_argument("--shapiq-python", type=str, default=None, help="Python >= 3.12 with shapiq 1.8 installed")
     parser.add_argument("--cache", type=str, default="/tmp/shapflow-bench", help="reference values, exported games")
     parser.add_argument("--seeds-258", type=int, default=1, help="repetitions per cell at n = 258 (--properties)")
-    parser.add_argument("--shapiq-rows", type=str, nargs="*", default=[],
-                        help="JSON rows of an earlier run whose shapiq rows are joined (--properties; shapiq's rows "
-                             "do not depend on shapflow's estimator)")
+    parser.add_argument("--join-rows", type=str, nargs="*", default=[],
+                        help="JSON rows of other runs whose shapiq and old-default rows are joined (--properties; "
+                             "they do not depend on today's estimator; old-default: benchmarks/baseline_rows.py)")
+    parser.add_argument("--tables-only", type=str, default=None,
+                        help="print the --properties tables of this JSON of rows (plus --join-rows); run nothing")
     args = parser.parse_args()
+    joined = [r for path in args.join_rows for r in json.loads(Path(path).read_text())
+              if r["method"].startswith("shapiq:") or r["method"] == "old-default"]
+    if args.tables_only:
+        print_property_tables(json.loads(Path(args.tables_only).read_text()) + joined)
+        return
     if args.properties:
         ns = [int(n) for n in args.ns.split(",")] if args.ns else [16, 48, 258]
         seeds = args.seeds or 3
         start = time.time()
         rows = run_properties(ns, lambda n: args.seeds_258 if n >= 258 else seeds, Path(args.cache),
                               args.shapiq_python)
-        for path in args.shapiq_rows:
-            rows += [r for r in json.loads(Path(path).read_text()) if r["method"].startswith("shapiq:")]
+        rows += joined
         print_property_tables(rows)
         print(f"\n# {len(rows)} rows, {seeds} seeds per cell ({args.seeds_258} at n = 258), "
               f"{time.time() - start:.0f} s; {sys.version.split()[0]}")
