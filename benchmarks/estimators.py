@@ -297,6 +297,31 @@ def print_property_tables(rows: list[dict]) -> None:
             print(f"| {n} | {noise} | {budget} ({budget // n}n) | {pearson:.2f} | " + " | ".join(shown) + " |")
 
 
+def print_bars(rows: list[dict]) -> None:
+    """Issue 27's bars per (shape, n, noise): the default (no proxy) at 5n vs the old default at 10n, 95% coverage
+    at >= 3n (with and without proxy), the default at 2n vs Leverage SHAP, at >= 5n vs the best shapiq row, and the
+    share of the error the proxy removes; each line ends in the bars it misses."""
+    cell = {(r["game"], r["n"], r["noise"], r["budget"] // r["n"], r["method"]): r for r in rows}
+    print("\n| shape | n | noise | 5n vs old 10n | min coverage >= 3n (plain / proxy) | 2n vs leverage | "
+          ">= 5n vs best shapiq | proxy removes (5n / 10n) | missed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for shape, n, noise in sorted({(r["game"], r["n"], r["noise"]) for r in rows}):
+        def get(k: int, method: str, key: str = "rel_error", shape=shape, n=n, noise=noise) -> float:
+            return cell.get((shape, n, noise, k, method), {}).get(key, np.nan)
+        default, proxy = "surrogate-shapley", "surrogate-shapley+proxy"
+        old = get(5, default) / get(10, "old-default")
+        cover = [min(get(k, m, "coverage") for k in (3, 5, 10)) for m in (default, proxy)]
+        lev = get(2, default) / get(2, "leverage")
+        best = [min((r["rel_error"] for (g, nn, nz, kk, m), r in cell.items() if m.startswith("shapiq:")
+                     and (g, nn, nz, kk) == (shape, n, noise, k)), default=np.nan) for k in (5, 10)]
+        vs_shapiq = max(get(k, default) / b for k, b in zip((5, 10), best, strict=True))
+        removed = [1 - get(k, proxy) / get(k, default) for k in (5, 10)]
+        missed = [name for name, bad in (("old", old > 1), ("coverage", min(cover) < 0.85), ("2n", lev > 1.1),
+                                         ("shapiq", vs_shapiq > 1)) if bad]
+        print(f"| {shape} | {n} | {noise} | {old:.2f}x | {cover[0]:.2f} / {cover[1]:.2f} | {lev:.2f}x | "
+              f"{vs_shapiq:.2f}x | {removed[0]:+.0%} / {removed[1]:+.0%} | {', '.join(missed)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small grid: n in {16, 48}, 2 seeds")
@@ -309,19 +334,28 @@ def main() -> None:
     parser.add_argument("--shapiq-python", type=str, default=None, help="Python >= 3.12 with shapiq 1.8 installed")
     parser.add_argument("--cache", type=str, default="/tmp/shapflow-bench", help="reference values, exported games")
     parser.add_argument("--seeds-258", type=int, default=1, help="repetitions per cell at n = 258 (--properties)")
-    parser.add_argument("--shapiq-rows", type=str, nargs="*", default=[],
-                        help="JSON rows of an earlier run whose shapiq rows are joined (--properties; shapiq's rows "
-                             "do not depend on shapflow's estimator)")
+    parser.add_argument("--join-rows", type=str, nargs="*", default=[],
+                        help="JSON rows of other runs whose shapiq and old-default rows are joined (--properties; "
+                             "they do not depend on today's estimator; old-default: benchmarks/baseline_rows.py)")
+    parser.add_argument("--tables-only", type=str, default=None,
+                        help="print the --properties tables of this JSON of rows (plus --join-rows); run nothing")
     args = parser.parse_args()
+    joined = [r for path in args.join_rows for r in json.loads(Path(path).read_text())
+              if r["method"].startswith("shapiq:") or r["method"] == "old-default"]
+    if args.tables_only:
+        rows = json.loads(Path(args.tables_only).read_text()) + joined
+        print_property_tables(rows)
+        print_bars(rows)
+        return
     if args.properties:
         ns = [int(n) for n in args.ns.split(",")] if args.ns else [16, 48, 258]
         seeds = args.seeds or 3
         start = time.time()
         rows = run_properties(ns, lambda n: args.seeds_258 if n >= 258 else seeds, Path(args.cache),
                               args.shapiq_python)
-        for path in args.shapiq_rows:
-            rows += [r for r in json.loads(Path(path).read_text()) if r["method"].startswith("shapiq:")]
+        rows += joined
         print_property_tables(rows)
+        print_bars(rows)
         print(f"\n# {len(rows)} rows, {seeds} seeds per cell ({args.seeds_258} at n = 258), "
               f"{time.time() - start:.0f} s; {sys.version.split()[0]}")
         if args.json:
