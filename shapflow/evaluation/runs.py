@@ -118,13 +118,15 @@ def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorData
                      jobs: list[RetrainJob], *, parent: str | None = None, device: str = "cpu", stack: int = 1,
                      workers: int = 1, results: tuple[Path, ...] = (), export: Path | None = None,
                      fixture: GroundTruth | None = None, progress: bool = False,
-                     retrain: bool = True) -> dict[str, Retrained]:
+                     retrain: bool = True, optional: frozenset[str] = frozenset()) -> dict[str, Retrained]:
     """{job key: outcome} for every job: reused runs, the ``fixture``'s rows, ingested ``results`` lines, then
     computed ones.
 
     With ``export``, the jobs still missing are written to that job file instead of computed, and
     ``JobsExported`` says how to run and ingest them. Without ``retrain`` nothing is computed: missing jobs raise
-    ``RetrainingNotAsked`` saying how many, what for and how long they would take on this machine.
+    ``RetrainingNotAsked`` saying how many, what for and how long they would take on this machine, except when
+    every missing job's key is in ``optional`` (held-out coalitions a partial fixture lacks): then that is said
+    on stderr and the outcomes found are returned, for the caller to use what they cover.
     """
     unique = list({job.key: job for job in jobs}.values())
     if fixture is not None:
@@ -141,7 +143,11 @@ def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorData
     if not missing:
         return found
     if not retrain:
-        raise RetrainingNotAsked(_not_asked(cfg, data, scorer, missing, found, device, workers))
+        message = _not_asked(cfg, data, scorer, missing, found, device, workers)
+        if {job.key for job in missing} <= optional:
+            print(f"shapflow: evaluating on what exists; {message}", file=sys.stderr)
+            return found
+        raise RetrainingNotAsked(message)
     for outcome in run_jobs(cfg, data, scorer, missing, device=device, stack=stack, workers=workers,
                             progress=progress):
         log_outcome(tracker, cfg, data.names, outcome, parent)
