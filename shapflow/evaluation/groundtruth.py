@@ -161,7 +161,8 @@ def time_one(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, job
              steps: int = 10) -> float:
     """Seconds one retraining of ``job`` takes here: ``steps`` training steps timed and scaled to
     ``cfg.train.steps``, plus one sampling and scoring (what ``evaluate`` says before it asks to retrain)."""
-    short = replace(cfg, train=replace(cfg.train, steps=min(steps, cfg.train.steps)))
+    steps = min(steps, cfg.train.steps)
+    short = replace(cfg, train=replace(cfg.train, steps=steps, warmup_steps=min(steps, cfg.train.warmup_steps)))
     (outcome,) = _run_chunk(short, data, scorer, [job], torch.device(device), False, 0)
     timings = outcome.timings
     per_step = timings["train_seconds"] / short.train.steps

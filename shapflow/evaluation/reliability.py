@@ -4,10 +4,10 @@ A partial ground truth (a fixture still being filled) holds some coalitions for 
 is computed on the coalitions with at least one retrained utility and the seeds with at least one, and says
 so (``coverage``). Where two or more seeds exist, ``seed_to_seed`` is the LDS that the retrained utilities of
 one seed score as the prediction of another seed's (100 x Spearman over their common coalitions, mean over
-seed pairs). It is the ceiling of the noise, not the random floor: retraining the same coalitions again moves
-the utilities this much, so no attribution can be expected to score much above it against a single seed (an
-exact predictor of the seed-free property scores about 100 x sqrt(r) per seed when the seed-to-seed Spearman
-is r). Pure numpy/scipy.
+seed pairs). It measures the noise of the ground truth itself, not the random floor: when a retrained utility
+is the seed-free property plus independent seed noise and this row reads r, an attribution that predicted the
+property exactly would score about 100 x sqrt(r / 100) against one seed (r = 94: ~97), which is the ceiling of a
+per-seed LDS. Pure numpy/scipy.
 """
 
 from __future__ import annotations
@@ -82,4 +82,4 @@ def seed_to_seed(truth: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> LDS
     return LDSResult(method=SEED_TO_SEED, per_seed=tuple(float(v) for v in per_pair), mean=float(np.nanmean(per_pair)),
                      ci=float("nan"), boot_low=low, boot_high=high, n_coalitions=common, n_seeds=truth.shape[0],
                      note=f"one seed's retrained utilities as the prediction of another's, mean over {len(pairs)} "
-                          "seed pair(s): the noise ceiling of a per-seed LDS")
+                          "seed pair(s); a per-seed LDS can reach about 100 x sqrt(this / 100)")
