@@ -198,8 +198,10 @@ def _evaluate(tracker: Tracker, req: EvalRequest, parent: str, workdir: Path, co
     if req.fixture is not None:
         print(f"shapflow: {req.fixture.coverage(heldout)}", file=sys.stderr)
     partial = frozenset(job.key for job in heldout)  # without --retrain, the LDS stands on the held-out that exist
+    outcomes = None
     if req.export is None:  # the retrainings known now are checked (or made) before the sFT studies run
-        _check_covered(_ensure(tracker, req, study, early, parent, progress, partial), heldout, masks, req)
+        outcomes = _ensure(tracker, req, study, early, parent, progress, partial)
+        _check_covered(outcomes, heldout, masks, req)
     methods = study_methods(tracker, study, use_case=req.use_case, overrides=req.overrides, workers=req.workers,
                             sft_budget=req.budget, names=tuple(m for m in STUDY_METHODS if m in req.methods),
                             progress=progress)
@@ -207,7 +209,8 @@ def _evaluate(tracker: Tracker, req: EvalRequest, parent: str, workdir: Path, co
     if counterfactual:  # plan what is known now, so one exported job file holds as much as possible
         early += counterfactual_jobs(cfg, {m.name: m.values for m in methods}, req.fraction, req.seeds, version,
                                      req.kinds)
-    outcomes = _ensure(tracker, req, study, early, parent, progress, partial)
+    if outcomes is None or counterfactual:
+        outcomes = _ensure(tracker, req, study, early, parent, progress, partial)
     if with_retrain:
         methods += [m for m in retrain_methods(study, outcomes, req.seeds, version, req.budget)
                     if m.name in req.methods]

@@ -150,7 +150,7 @@ def test_evaluate_chain_reuses_ground_truth_across_methods(tmp_path, monkeypatch
                                         "--out", str(tmp_path / "c")])
     assert partial.exit_code == 0, partial.output
     assert "LDS on 4 held-out coalitions x 2 seed(s) (8 of the 12 retrainings of 6 x 2 asked" in partial.output
-    assert "4 retraining(s) from scratch are not in the store" in partial.output
+    assert "4 optional retraining(s) (4 heldout-0.50) are not in the store or the fixture" in partial.output
     assert pd.read_csv(tmp_path / "c" / "evaluation.csv").set_index("method").loc["own-property", "n_coalitions"] == 4
     assert len(_runs_per_key(tracker)[1]) == len(runs)
     assert (tmp_path / "a" / "scatter" / "lds_scatter_sft-shapley.png").stat().st_size > 0
