@@ -11,9 +11,11 @@ from shapflow.attribution import load_config
 from shapflow.cli.errors import WHOLE, UserError
 from shapflow.config import ConfigError
 from shapflow.evaluation.evaluate import evaluate, parse_eval_request
-from shapflow.evaluation.fixture import fixture_path, write_fixture
+from shapflow.evaluation.fixture import fixture_path, ledger_path, pending_jobs, write_fixture
 from shapflow.evaluation.runs import JobsExported, RetrainingNotAsked
 from shapflow.evaluation.tables import to_markdown
+from shapflow.evaluation.worker import write_jobs
+from shapflow.tracking import code_version
 
 __all__ = ["evaluate_group", "evaluation_options", "run_evaluation"]
 
@@ -36,8 +38,8 @@ def evaluation_options(command):
         click.option("--budget", type=WHOLE, default=0, show_default=True,
                      help="Coalitions of each sFT study (0 = 10 n); FT-Shapley gets the same compute."),
         click.option("--device", default="cpu", show_default=True, help="Where retrainings run: cpu or cuda[:N]."),
-        click.option("--stack", type=WHOLE, default=1, show_default=True,
-                     help="Retrainings trained together (vmapped); 64-256 on a GPU, 1 on a CPU."),
+        click.option("--stack", type=WHOLE, default=0, show_default=True,
+                     help="Retrainings trained together (vmapped); 0 = up to 64 on a GPU, 1 on a CPU."),
         click.option("--methods", default="", help="Comma-separated subset of methods [default: all]."),
         click.option("--ingest", "ingest", multiple=True, default=(),
                      help="Results file(s) of `python -m shapflow.evaluation.worker` to log first."),
@@ -112,28 +114,45 @@ def counterfactual_command(out: Path, json_path: str, **options) -> None:
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Fraction of contributors per coalition.")
 @click.option("--count", type=WHOLE, default=48, show_default=True, help="Held-out coalitions.")
 @click.option("--seeds", type=WHOLE, default=3, show_default=True, help="Training seeds per retraining.")
-@click.option("--results", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
-              help="Results file of `python -m shapflow.evaluation.worker` holding every held-out retraining.")
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Results file of `python -m shapflow.evaluation.worker` [default: the packaged ledger beside the "
+                   "fixture].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Fixture file [default: the packaged fixture path of the use case and alpha].")
-def fixture_command(use_case: str, overrides: str, alpha: float, count: int, seeds: int, results: Path,
-                    out: Path | None) -> None:
-    """Write the held-out ground truth (every coalition x seed, with the recipe's hash) as a versioned fixture
-    that `shapflow evaluate lds` reads instead of retraining.
+@click.option("--jobs", "jobs_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Instead: write the design's retrainings the results file lacks to this job file (seed by seed).")
+def fixture_command(use_case: str, overrides: str, alpha: float, count: int, seeds: int, results: Path | None,
+                    out: Path | None, jobs_path: Path | None) -> None:
+    """Write the held-out ground truth (the coalitions x seeds the results hold, with the recipe's hash) as a
+    versioned fixture that `shapflow evaluate lds` reads instead of retraining; or, with --jobs, the job file of
+    what is still missing. The default results file is the ledger in the repository, so the work resumes
+    anywhere.
 
     \b
     Example:
-      shapflow evaluate lds --use-case digits --export-jobs jobs.json
-      python -m shapflow.evaluation.worker jobs.json --out results.jsonl --workers 0
-      shapflow evaluate fixture --use-case digits --results results.jsonl
+      shapflow evaluate fixture --use-case digits --jobs jobs.json
+      python -m shapflow.evaluation.worker jobs.json --out shapflow/evaluation/fixtures/digits-heldout-0.50.jsonl
+      shapflow evaluate fixture --use-case digits
     """
     try:
         cfg = load_config(use_case, overrides)
+        results = results or ledger_path(cfg.name, alpha)
+        train_seeds = tuple(cfg.train.seed + s for s in range(seeds))
+        if jobs_path is not None:
+            pending = pending_jobs(cfg, alpha, count, train_seeds, results, code_version())
+            write_jobs(cfg, pending, jobs_path)
+            click.echo(f"wrote {len(pending)} retraining(s) that {results} lacks to {jobs_path}; run them with\n"
+                       f"  python -m shapflow.evaluation.worker {jobs_path} --out {results} --workers 0")
+            return
+        if not results.is_file():
+            raise ConfigError(f"results={results} is invalid: no such file; write the job file with --jobs and run "
+                              "the worker first")
         out = out or fixture_path(cfg.name, alpha)
         command = (f"shapflow evaluate fixture --use-case {use_case} --alpha {alpha} --count {count} "
                    f"--seeds {seeds} --results {results.name}")
-        truth = write_fixture(cfg, alpha, count, tuple(cfg.train.seed + s for s in range(seeds)), results, out,
-                              command=command)
+        truth = write_fixture(cfg, alpha, count, train_seeds, results, out, command=command)
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
-    click.echo(f"wrote {len(truth.rows)} retrained coalitions (recipe {truth.meta['recipe_hash'][:12]}) to {out}")
+    held = sorted({seed for _, seed in truth.rows})
+    click.echo(f"wrote {len(truth.rows)} retrained coalitions x seeds (seeds {held} of {list(train_seeds)}; recipe "
+               f"{truth.meta['recipe_hash'][:12]}) to {out}")

@@ -33,7 +33,8 @@ from shapflow.evaluation.methods import (
     study_methods,
 )
 from shapflow.evaluation.plans import COUNTERFACTUALS, counterfactual_jobs, counterfactual_masks, heldout_jobs
-from shapflow.evaluation.runs import Retrained, ensure_retrained
+from shapflow.evaluation.reliability import coverage, covered, seed_to_seed
+from shapflow.evaluation.runs import Retrained, RetrainingNotAsked, ensure_retrained
 from shapflow.evaluation.tables import results_frame, scatter_plots, write_json, write_tables
 from shapflow.shapley import lds as L
 from shapflow.shapley.masks import bits
@@ -72,7 +73,7 @@ class EvalRequest:
 def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: float = 0.5, count: int = 48,
                        seeds: int = 3, fraction: float = 0.4, kinds: str = "remove,keep", workers: int = 0,
                        budget: int | None = None,
-                       device: str = "cpu", stack: int = 1, methods: str = "",
+                       device: str = "cpu", stack: int = 0, methods: str = "",
                        ingest: tuple[str, ...] = (), export: str = "",
                        experiment: str | None = None, fixture: str = "auto", retrain: bool = False) -> EvalRequest:
     """Check every parameter before anything runs; ConfigError names the bad one and the fix.
@@ -97,8 +98,9 @@ def parse_eval_request(use_case: str = "digits", overrides: str = "", *, alpha: 
     chosen_kinds = tuple(k for k in COUNTERFACTUALS if k in kinds.replace(",", " ").split())
     if not chosen_kinds or set(kinds.replace(",", " ").split()) - set(COUNTERFACTUALS):
         raise ConfigError(f"kinds={kinds!r} is invalid: use remove, keep or remove,keep")
-    if stack < 1:
-        raise ConfigError(f"stack={stack} is invalid: train at least one model at a time")
+    if stack < 0:
+        raise ConfigError(f"stack={stack} is invalid: train at least one model at a time (0: a stack of up to 64 "
+                          "on a GPU, 1 on a CPU)")
     if device.startswith("cuda"):
         import torch
 
@@ -138,10 +140,11 @@ class Evaluation:
     methods: list[MethodValues] = field(repr=False, default_factory=list)
 
 
-def _ensure(tracker: Tracker, req: EvalRequest, study: Study, jobs, parent: str, progress: bool):
+def _ensure(tracker: Tracker, req: EvalRequest, study: Study, jobs, parent: str, progress: bool,
+            optional: frozenset[str] = frozenset()):
     return ensure_retrained(tracker, req.cfg, study.data, study.scorer, jobs, parent=parent, device=req.device,
                             stack=req.stack, workers=req.workers, results=req.ingest, export=req.export,
-                            fixture=req.fixture, progress=progress, retrain=req.retrain)
+                            fixture=req.fixture, progress=progress, retrain=req.retrain, optional=optional)
 
 
 def _truth(outcomes: dict[str, Retrained], jobs, masks: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
@@ -194,8 +197,11 @@ def _evaluate(tracker: Tracker, req: EvalRequest, parent: str, workdir: Path, co
     early = heldout + (retrain_jobs(study, req.seeds, version) if with_retrain else [])
     if req.fixture is not None:
         print(f"shapflow: {req.fixture.coverage(heldout)}", file=sys.stderr)
+    partial = frozenset(job.key for job in heldout)  # without --retrain, the LDS stands on the held-out that exist
+    outcomes = None
     if req.export is None:  # the retrainings known now are checked (or made) before the sFT studies run
-        _ensure(tracker, req, study, early, parent, progress)
+        outcomes = _ensure(tracker, req, study, early, parent, progress, partial)
+        _check_covered(outcomes, heldout, masks, req)
     methods = study_methods(tracker, study, use_case=req.use_case, overrides=req.overrides, workers=req.workers,
                             sft_budget=req.budget, names=tuple(m for m in STUDY_METHODS if m in req.methods),
                             progress=progress)
@@ -203,7 +209,8 @@ def _evaluate(tracker: Tracker, req: EvalRequest, parent: str, workdir: Path, co
     if counterfactual:  # plan what is known now, so one exported job file holds as much as possible
         early += counterfactual_jobs(cfg, {m.name: m.values for m in methods}, req.fraction, req.seeds, version,
                                      req.kinds)
-    outcomes = _ensure(tracker, req, study, early, parent, progress)
+    if outcomes is None or counterfactual:
+        outcomes = _ensure(tracker, req, study, early, parent, progress, partial)
     if with_retrain:
         methods += [m for m in retrain_methods(study, outcomes, req.seeds, version, req.budget)
                     if m.name in req.methods]
@@ -214,23 +221,36 @@ def _evaluate(tracker: Tracker, req: EvalRequest, parent: str, workdir: Path, co
         outcomes = _ensure(tracker, req, study, late, parent, progress)
         changes = _counterfactual(outcomes, req, methods, version)
     truth = _truth(outcomes, heldout, masks, req.seeds)
+    print(f"shapflow: {coverage(truth, req.seeds, (req.count, len(req.seeds)))}", file=sys.stderr)
+    masks, truth, _ = covered(masks, truth, req.seeds)
     return _report(tracker, parent, study, methods, masks, truth, changes, out or workdir / "evaluation",
                    json_path)
 
 
+def _check_covered(outcomes: dict[str, Retrained], heldout, masks: np.ndarray, req: EvalRequest) -> None:
+    """Refuse (before the sFT studies run) an LDS on fewer held-out coalitions than a Spearman needs."""
+    held = int(np.isfinite(_truth(outcomes, heldout, masks, req.seeds)).any(axis=0).sum())
+    if held < L.MIN_COALITIONS:
+        raise RetrainingNotAsked(f"only {held} of the {req.count} held-out coalitions are retrained (the store, "
+                                 f"fixture and --ingest hold no more); an LDS needs {L.MIN_COALITIONS}: run with "
+                                 "--retrain true, or fill the fixture (`shapflow evaluate fixture --jobs jobs.json`)")
+
+
 def _report(tracker: Tracker, parent: str, study: Study, methods: list[MethodValues], masks: np.ndarray,
             truth: np.ndarray, changes: dict | None, folder: Path, json_path: Path | None) -> Evaluation:
-    """LDS of every method, the noise floor, the size-only predictor; tables, plots, JSON; logged."""
+    """LDS of every method, the noise floor, the size-only predictor, the seed-to-seed ceiling (two or more
+    seeds); tables, plots, JSON; logged."""
     folder.mkdir(parents=True, exist_ok=True)
     results = [L.lds(m.values, masks, truth, method=m.name) for m in methods]
     floor = L.random_floor(masks, truth)
     size = L.size_only(masks, truth)
+    ceiling = seed_to_seed(truth)
     reference = ranked_degradation(study.data)
     extra = {m.name: {"compute": m.compute, **_quality_columns(m.values, reference)} for m in methods}
     for m in methods:  # the same estimator on every coalition its study logged: would more coalitions help?
         if m.pooled is not None:
             extra[m.name]["lds_all_coalitions"] = L.lds(m.pooled, masks, truth, n_boot=0).mean
-    frame = results_frame(results, floor, size, changes, extra)
+    frame = results_frame(results, floor, size, changes, extra, ceiling)
     csv_path, md_path = write_tables(frame, folder, stem="evaluation")
     _budget_curves(methods, masks, truth, folder)
     game = _game_profile(tracker, methods, masks, truth, folder)
@@ -239,7 +259,7 @@ def _report(tracker: Tracker, parent: str, study: Study, methods: list[MethodVal
         write_json(json_path, results, floor, size)
         tracker.log_artifact(parent, json_path)
     tracker.log_artifacts(parent, folder)
-    metrics = {f"lds.{r.method}": r.mean for r in results if np.isfinite(r.mean)}
+    metrics = {f"lds.{r.method}": r.mean for r in [*results, *([ceiling] if ceiling else [])] if np.isfinite(r.mean)}
     tracker.log(parent, metrics={**metrics, **game, "lds.random_mean": floor.mean,
                                  "lds.random_half_width": floor.half_width})
     print(f"shapflow: evaluation tables {csv_path}, {md_path}", file=sys.stderr)

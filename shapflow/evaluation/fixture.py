@@ -6,6 +6,12 @@ the sampling and the property (``worker.config_stamp``, the stamp results files 
 lds`` reads the fixture of its use case and alpha instead of retraining those coalitions; a fixture whose
 hash differs from the current recipe is refused with the commands that regenerate it. Written from a
 worker's results file by ``shapflow evaluate fixture``.
+
+Beside each fixture lies its ledger (``ledger_path``: the same name, ``.jsonl``): every finished retraining of
+the design as one worker results line (job key, mask, seed, purpose ``heldout-<alpha>``, utility, properties,
+device, the recipe stamp), appended as workers finish, in the repository. The fixture is rewritten from it,
+complete or not (``write_fixture``: it says which of the design's coalitions and seeds it holds), and
+``pending_jobs`` is what the ledger still lacks, so the work goes on after a restart or on another machine.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ import numpy as np
 from shapflow.config import ConfigError, UseCaseConfig, identity
 from shapflow.data import load_data
 from shapflow.evaluation.groundtruth import RetrainJob
-from shapflow.evaluation.worker import config_stamp, read_results
+from shapflow.evaluation.plans import heldout_jobs
+from shapflow.evaluation.worker import config_stamp, done_in, read_results
 from shapflow.shapley.masks import HELDOUT_SEED, heldout_masks
 
-__all__ = ["FORMAT", "GroundTruth", "fixture_path", "load_fixture", "recipe_hash", "write_fixture"]
+__all__ = ["FORMAT", "GroundTruth", "fixture_path", "ledger_path", "load_fixture", "pending_jobs", "recipe_hash",
+           "write_fixture"]
 
 FORMAT = "shapflow-groundtruth/1"
 
@@ -32,6 +40,22 @@ FORMAT = "shapflow-groundtruth/1"
 def fixture_path(use_case: str, alpha: float) -> Path:
     """Where the packaged fixture of ``use_case``'s held-out coalitions at ``alpha`` lives."""
     return Path(str(resources.files("shapflow") / "evaluation" / "fixtures" / f"{use_case}-heldout-{alpha:.2f}.json"))
+
+
+def ledger_path(use_case: str, alpha: float) -> Path:
+    """Where the packaged ledger (every finished retraining, one JSON line each) of that fixture lives."""
+    return fixture_path(use_case, alpha).with_suffix(".jsonl")
+
+
+def pending_jobs(cfg: UseCaseConfig, alpha: float, count: int, seeds: tuple[int, ...], results: Path,
+                 version: str) -> list[RetrainJob]:
+    """The held-out retrainings of the design (``count`` coalitions at ``alpha`` x ``seeds``) that ``results``
+    does not hold under ``cfg``'s recipe, seed by seed (every coalition of the first seed before the next seed:
+    partial results then cover the most coalitions, which the LDS's interval needs most)."""
+    n = len(load_data(cfg.data, cfg.assets).names)
+    _, jobs = heldout_jobs(cfg, n, alpha, count, seeds, version)
+    done = done_in(jobs, read_results(results), config_stamp(cfg)) if Path(results).is_file() else set()
+    return sorted((job for job in jobs if job.key not in done), key=lambda job: seeds.index(job.seed))
 
 
 def recipe_hash(cfg: UseCaseConfig) -> str:
@@ -150,7 +174,8 @@ def write_fixture(cfg: UseCaseConfig, alpha: float, count: int, seeds: tuple[int
                   *, command: str = "") -> GroundTruth:
     """Write the fixture of ``count`` held-out coalitions at ``alpha`` x ``seeds`` from a worker's results file.
 
-    Only lines stamped with ``cfg``'s current recipe are taken; every (coalition, seed) must be present.
+    Only lines stamped with ``cfg``'s current recipe are taken, the first line of each (coalition, seed); the
+    fixture holds those it finds (``coverage`` and the LDS say how many), at least one.
     """
     names = load_data(cfg.data, cfg.assets).names
     masks = heldout_masks(len(names), alpha, count)
@@ -161,11 +186,9 @@ def write_fixture(cfg: UseCaseConfig, alpha: float, count: int, seeds: tuple[int
         key = (record["job"]["mask"], int(record["job"]["seed"]))
         if record.get("stamp") == stamp and key in wanted and key not in found:
             found[key] = record
-    missing = wanted - set(found)
-    if missing:
-        raise ConfigError(f"results={results} lacks {len(missing)} of the {len(wanted)} held-out retrainings (e.g. "
-                          f"{sorted(missing)[0]}) under the current recipe: run the worker on the job file until "
-                          "every job is done")
+    if not found:
+        raise ConfigError(f"results={results} holds none of the {len(wanted)} held-out retrainings under the "
+                          "current recipe: run the worker on their job file (`shapflow evaluate fixture --jobs`)")
     rows = [{"mask": mask, "seed": seed, "utility": found[(mask, seed)]["utility"],
              "properties": found[(mask, seed)]["properties"]} for mask, seed in sorted(found)]
     devices = sorted({found[key]["device"] for key in found})

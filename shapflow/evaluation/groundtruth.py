@@ -31,7 +31,9 @@ from shapflow.shapley.masks import mask_of
 from shapflow.training import Member, sampling_state, train_many
 from shapflow.utility import family_of, load_scorer
 
-__all__ = ["RetrainJob", "RetrainOutcome", "job_key", "run_jobs", "time_one"]
+__all__ = ["GPU_STACK", "RetrainJob", "RetrainOutcome", "auto_stack", "job_key", "run_jobs", "time_one"]
+
+GPU_STACK = 64  # models per vmapped stack on a GPU: small models stop being launch-bound long before this
 
 
 @dataclass(frozen=True)
@@ -82,13 +84,24 @@ def _retrain_stack(cfg: UseCaseConfig, data: ContributorDataset, jobs: list[Retr
     return models
 
 
+def auto_stack(cfg: UseCaseConfig, device: str, jobs: int) -> int:
+    """How many retrainings to train together when not told (``stack=0``): a vmapped stack of up to
+    ``GPU_STACK`` on a GPU where the family can stack and kernels are eager; one at a time elsewhere. On a
+    CPU the digits recipe is compute-bound, so a stack trains no faster (``benchmarks/retrain_stack.py``: 1.0x,
+    docs/results/2026-12-08-fixture.md) and a killed stack loses every member's work, not one."""
+    if not family_of(cfg).stackable or cfg.kernels != "eager" or torch.device(device).type == "cpu":
+        return 1
+    return max(1, min(GPU_STACK, jobs))
+
+
 def run_jobs(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, jobs: list[RetrainJob], *,
-             device: str = "cpu", stack: int = 1, workers: int = 1, progress: bool = False,
+             device: str = "cpu", stack: int = 0, workers: int = 1, progress: bool = False,
              keep_images: int = 64) -> Iterator[RetrainOutcome]:
     """Retrain, sample and score ``jobs``, ``stack`` at a time; yields each outcome as its stack finishes.
 
     ``stack`` > 1 trains that many models together (vmapped): on a GPU this turns hundreds of small,
-    launch-bound trainings into a few large ones; on a CPU one at a time is about as fast.
+    launch-bound trainings into a few large ones; on a CPU one at a time is about as fast. ``stack=0``
+    (the default): ``auto_stack``.
     ``workers`` > 1 (CPU only; 0: one per core on a CPU, one elsewhere) spreads the stacks over that many
     spawned one-thread processes, yielding in the order they finish: small models gain little from intra-op
     threads (the digits full training runs 12.3-14.4 steps/s on two threads in one process, 2 x 10.3-10.6
@@ -99,8 +112,9 @@ def run_jobs(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, job
                          "retrain latent/LoRA coalitions with Study.evaluate(mask, method='retrain')")
     if cfg.kernels != "eager" and stack > 1:
         raise ValueError("stacked retraining runs eager PyTorch: set kernels=eager or stack=1")
-    if stack < 1:
-        raise ValueError(f"stack={stack} is invalid: train at least one model at a time")
+    if stack < 0:
+        raise ValueError(f"stack={stack} is invalid: train at least one model at a time (0: auto_stack)")
+    stack = stack or auto_stack(cfg, device, len(jobs))
     on_cpu = torch.device(device).type == "cpu"
     if workers <= 0:
         workers = (os.cpu_count() or 1) if on_cpu else 1
@@ -146,7 +160,8 @@ def time_one(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, job
              steps: int = 10) -> float:
     """Seconds one retraining of ``job`` takes here: ``steps`` training steps timed and scaled to
     ``cfg.train.steps``, plus one sampling and scoring (what ``evaluate`` says before it asks to retrain)."""
-    short = replace(cfg, train=replace(cfg.train, steps=min(steps, cfg.train.steps)))
+    steps = min(steps, cfg.train.steps)
+    short = replace(cfg, train=replace(cfg.train, steps=steps, warmup_steps=min(steps, cfg.train.warmup_steps)))
     (outcome,) = _run_chunk(short, data, scorer, [job], torch.device(device), False, 0)
     timings = outcome.timings
     per_step = timings["train_seconds"] / short.train.steps

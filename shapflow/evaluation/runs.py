@@ -118,13 +118,15 @@ def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorData
                      jobs: list[RetrainJob], *, parent: str | None = None, device: str = "cpu", stack: int = 1,
                      workers: int = 1, results: tuple[Path, ...] = (), export: Path | None = None,
                      fixture: GroundTruth | None = None, progress: bool = False,
-                     retrain: bool = True) -> dict[str, Retrained]:
+                     retrain: bool = True, optional: frozenset[str] = frozenset()) -> dict[str, Retrained]:
     """{job key: outcome} for every job: reused runs, the ``fixture``'s rows, ingested ``results`` lines, then
     computed ones.
 
     With ``export``, the jobs still missing are written to that job file instead of computed, and
     ``JobsExported`` says how to run and ingest them. Without ``retrain`` nothing is computed: missing jobs raise
-    ``RetrainingNotAsked`` saying how many, what for and how long they would take on this machine.
+    ``RetrainingNotAsked`` saying how many, what for and how long they would take on this machine, except when
+    every missing job's key is in ``optional`` (held-out coalitions a partial fixture lacks): then that is said
+    on stderr and the outcomes found are returned, for the caller to use what they cover.
     """
     unique = list({job.key: job for job in jobs}.values())
     if fixture is not None:
@@ -139,6 +141,11 @@ def ensure_retrained(tracker: Tracker, cfg: UseCaseConfig, data: ContributorData
                          f"  python -m shapflow.evaluation.worker {export} --out results.jsonl --device cuda "
                          "--stack 64\nthen rerun this command with --ingest results.jsonl")
     if not missing:
+        return found
+    if not retrain and {job.key for job in missing} <= optional:
+        print(f"shapflow: {len(missing)} optional retraining(s) ({_purposes(missing)}) are not in the store or the "
+              "fixture: going on with what exists (fill the fixture with `shapflow evaluate fixture --jobs "
+              "jobs.json` and the worker, or pass --retrain true)", file=sys.stderr)
         return found
     if not retrain:
         raise RetrainingNotAsked(_not_asked(cfg, data, scorer, missing, found, device, workers))
@@ -161,10 +168,14 @@ def _not_asked(cfg: UseCaseConfig, data: ContributorDataset, scorer: Property, m
         each = time_one(cfg, data, scorer, missing[0], device)
         how = f"{min(10, cfg.train.steps)} of its {cfg.train.steps} training steps timed here, plus sampling"
     parallel = max(1, workers if workers > 0 else (os.cpu_count() or 1)) if device == "cpu" else 1
-    purposes = Counter(job.purpose for job in missing)
     total = each * len(missing) / parallel
     return (f"{len(missing)} retraining(s) from scratch are not in the store or the fixture "
-            f"({', '.join(f'{count} {purpose}' for purpose, count in purposes.items())}): ~{each:.0f} s each on "
+            f"({_purposes(missing)}): ~{each:.0f} s each on "
             f"{device} here ({how}), ~{total / 3600:.1f} h in all on {parallel} worker(s). Start them with "
             "--retrain, write them to a job file for another machine with --export-jobs jobs.json, or evaluate "
             "fewer held-out coalitions (--count, --seeds) than the fixture holds")
+
+
+def _purposes(jobs: list[RetrainJob]) -> str:
+    """"3 heldout-0.50, 17 loo": how many jobs per purpose."""
+    return ", ".join(f"{count} {purpose}" for purpose, count in Counter(job.purpose for job in jobs).items())

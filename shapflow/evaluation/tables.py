@@ -74,8 +74,10 @@ def results_frame(
     size_result: LDSResult | None,
     counterfactual: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
     extra: Mapping[str, Mapping[str, float]] | None = None,
+    reliability: LDSResult | None = None,
 ) -> pd.DataFrame:
-    """One row per method plus the `random` and `size-only` rows, sorted by LDS (highest first, NaN last).
+    """One row per method plus the `random` and `size-only` rows (and `reliability`'s, the seed-to-seed noise
+    ceiling, when given), sorted by LDS (highest first, NaN last).
 
     Columns: method, lds (mean over seeds), ci (95% t half-width over seeds), boot_low / boot_high (bootstrap
     over coalitions; for `random` the 2.5 / 97.5 percentiles of the floor), n_coalitions, n_seeds,
@@ -100,6 +102,8 @@ def results_frame(
         rows[SIZE_ONLY] = {"method": SIZE_ONLY, "note": "held-out coalitions all have one size"}
     else:
         rows[SIZE_ONLY] = {**_row(size_result), "method": SIZE_ONLY}
+    if reliability is not None:
+        rows[reliability.method] = _row(reliability)
     frame = pd.DataFrame(list(rows.values()))
     ordered = _BASE_COLUMNS + [c for c in frame.columns if c not in (*_BASE_COLUMNS, "note")] + ["note"]
     frame = frame.reindex(columns=ordered)

@@ -8,7 +8,10 @@
 The job file carries the whole use-case config and each job's identity key. The worker appends one JSON
 line per finished job (flushed at once, so a killed worker keeps what it finished and a rerun skips it)
 and stamps every line with the full-training stage key it computed from the config it was given, so
-ingesting refuses lines trained under another config. This module never imports MLflow.
+ingesting refuses lines trained under another config. A rerun skips a job whose key, or whose (stamp, mask,
+seed), the results file already holds: a job file exported again under a new code version (new keys) still
+resumes a versioned results file (``fixture.ledger_path``). ``--stack`` 0 (the default) stacks where that
+pays (``groundtruth.auto_stack``). This module never imports MLflow.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from shapflow.data import load_data
 from shapflow.evaluation.groundtruth import RetrainJob, run_jobs
 from shapflow.utility import load_scorer
 
-__all__ = ["FORMAT", "config_stamp", "main", "read_jobs", "read_results", "write_jobs"]
+__all__ = ["FORMAT", "config_stamp", "done_in", "main", "read_jobs", "read_results", "write_jobs"]
 
 FORMAT = "shapflow-retrain-jobs/1"
 
@@ -65,20 +68,30 @@ def read_results(path: Path) -> list[dict]:
     return records
 
 
+def done_in(jobs: list[RetrainJob], records: list[dict], stamp: str) -> set[str]:
+    """Keys of the ``jobs`` that ``records`` answer: the same key, or the same mask and seed under ``stamp``."""
+    keys = {record["job"]["key"] for record in records}
+    trained = {(record["job"]["mask"], int(record["job"]["seed"])) for record in records
+               if record.get("stamp") == stamp}
+    return {job.key for job in jobs if job.key in keys or (job.mask, job.seed) in trained}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shapflow.evaluation.worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("jobs", type=Path, help="job file written by `shapflow evaluate lds --export-jobs`")
     parser.add_argument("--out", type=Path, required=True, help="results file (JSON lines; appended)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 [cpu]")
-    parser.add_argument("--stack", type=int, default=1, help="models trained together (vmapped) [1]")
+    parser.add_argument("--stack", type=int, default=0,
+                        help="models trained together (vmapped); 0: a stack of up to 64 on a GPU, 1 on a CPU [0]")
     parser.add_argument("--workers", type=int, default=1,
                         help="one-thread processes sharing the jobs, on CPU (0: one per core) [1]")
     parser.add_argument("--limit", type=int, default=0, help="stop after this many jobs (0: all) [0]")
     args = parser.parse_args(argv)
 
     cfg, jobs = read_jobs(args.jobs)
-    done = {record["job"]["key"] for record in read_results(args.out)} if args.out.exists() else set()
+    stamp = config_stamp(cfg)
+    done = done_in(jobs, read_results(args.out), stamp) if args.out.exists() else set()
     pending = [job for job in jobs if job.key not in done]
     if args.limit:
         pending = pending[: args.limit]
@@ -86,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     data = load_data(cfg.data, cfg.assets)
     scorer = load_scorer(cfg, data)
-    stamp = config_stamp(cfg)
     with args.out.open("a") as out:
         for outcome in run_jobs(cfg, data, scorer, pending, device=args.device, stack=args.stack,
                                 workers=args.workers, progress=True):

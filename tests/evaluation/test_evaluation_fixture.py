@@ -11,7 +11,7 @@ from shapflow.attribution import load_config
 from shapflow.config import ConfigError, apply_overrides
 from shapflow.data import load_data
 from shapflow.evaluation.evaluate import parse_eval_request
-from shapflow.evaluation.fixture import load_fixture, recipe_hash, write_fixture
+from shapflow.evaluation.fixture import ledger_path, load_fixture, pending_jobs, recipe_hash, write_fixture
 from shapflow.evaluation.groundtruth import RetrainJob, job_key
 from shapflow.evaluation.runs import ensure_retrained, finished_retrains
 from shapflow.evaluation.worker import config_stamp
@@ -61,16 +61,32 @@ def test_a_fixture_of_another_recipe_is_refused_with_how_to_regenerate(cfg, tmp_
                            fixture=str(tmp_path / "fx.json"))
 
 
-def test_incomplete_or_foreign_results_make_no_fixture(cfg, tmp_path):
-    _results(cfg, tmp_path / "results.jsonl", drop=1)
-    with pytest.raises(ConfigError, match="lacks 1 of the 8"):
-        write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", tmp_path / "fx.json")
+def test_partial_results_make_a_partial_fixture_and_foreign_ones_none(cfg, tmp_path):
+    """A ledger still being filled makes a fixture of what it holds (the design's count and seeds kept beside
+    the rows); lines of another recipe are never taken, and a file with none of the current one makes none."""
+    masks = _results(cfg, tmp_path / "results.jsonl", drop=COUNT + 1)  # seed 0 gone, one seed-1 row gone too
+    truth = write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", tmp_path / "fx.json")
+    assert len(truth.rows) == COUNT - 1 and truth.meta["count"] == COUNT and truth.meta["seeds"] == list(SEEDS)
+    held = truth.truth(masks, SEEDS)
+    assert np.isnan(held[0]).all() and np.isnan(held[1, 0]) and np.isfinite(held[1, 1:]).all()
     _results(cfg, tmp_path / "results.jsonl", stamp="another:recipe:stamp")
-    with pytest.raises(ConfigError, match="lacks 8 of the 8"):
+    with pytest.raises(ConfigError, match="holds none of the 8"):
         write_fixture(cfg, ALPHA, COUNT, SEEDS, tmp_path / "results.jsonl", tmp_path / "fx.json")
     (tmp_path / "junk.json").write_text('{"format": "something else"}')
     with pytest.raises(ConfigError, match="not a shapflow ground-truth file"):
         load_fixture(cfg, ALPHA, tmp_path / "junk.json")
+
+
+def test_pending_jobs_are_what_the_ledger_lacks_seed_by_seed(cfg, tmp_path):
+    """The job file of a partly filled ledger: every coalition of seed 0 before any of seed 1, and nothing the
+    ledger holds under the current recipe, whatever the code version its keys were made with."""
+    ledger = tmp_path / "ledger.jsonl"
+    masks = _results(cfg, ledger, drop=2)  # seed 0's first two coalitions are missing
+    pending = pending_jobs(cfg, ALPHA, COUNT, (0, 1, 2), ledger, "another-version")
+    assert [(job.mask, job.seed) for job in pending] == [(bits(m), s) for s in (0, 2) for m in
+                                                         (masks[:2] if s == 0 else masks)]
+    assert len(pending_jobs(cfg, ALPHA, COUNT, SEEDS, tmp_path / "none.jsonl", "v")) == COUNT * len(SEEDS)
+    assert ledger_path("digits", 0.5).name == "digits-heldout-0.50.jsonl"
 
 
 def test_the_fixture_answers_heldout_jobs_without_retraining(cfg, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import torch
 
 from shapflow.attribution import load_config
 from shapflow.data import load_data
-from shapflow.evaluation.groundtruth import RetrainJob, job_key, run_jobs
+from shapflow.evaluation.groundtruth import GPU_STACK, RetrainJob, auto_stack, job_key, run_jobs
 from shapflow.evaluation.plans import counterfactual_jobs, counterfactual_masks, equal_compute_budget, top_k
 from shapflow.evaluation.worker import main as worker_main
 from shapflow.evaluation.worker import read_jobs, read_results, write_jobs
@@ -47,6 +47,35 @@ def test_stacked_training_matches_lone_runs(tiny):
             assert np.allclose(value.numpy(), b.ema[name].numpy(), atol=1e-4), name
     # the two members really differ (different data and seeds), so equality above is not vacuous
     assert not np.allclose(stacked[0].losses, stacked[1].losses)
+
+
+def test_stacked_retrainings_score_what_one_at_a_time_scores(tiny):
+    """The worker's retrainings stacked (one vmapped loop) give the utilities of one at a time, at the same seeds,
+    within 1e-5 (float rounding only); the coalitions and seeds really differ, so the match is not vacuous."""
+    cfg, data = tiny
+    cfg = replace(cfg, sampling=replace(cfg.sampling, num_images=16))
+    masks = heldout_masks(16, 0.5, 3)
+    jobs = [RetrainJob(job_key(cfg, bits(m), s, "v"), bits(m), s, "heldout-0.50") for m, s in zip(masks, (0, 1, 2),
+                                                                                                   strict=True)]
+    scorer = load_scorer(cfg, data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = {o.job.key: o.utility for o in run_jobs(cfg, data, scorer, jobs, stack=1)}
+        stacked = {o.job.key: o.utility for o in run_jobs(cfg, data, scorer, jobs, stack=3)}
+    finally:
+        torch.set_num_threads(threads)
+    assert one.keys() == stacked.keys() == {job.key for job in jobs}
+    assert max(abs(one[key] - stacked[key]) for key in one) < 1e-5
+    assert len({round(u, 3) for u in one.values()}) == len(jobs)
+
+
+def test_the_default_stack_is_a_vmapped_stack_on_a_gpu_and_one_on_a_cpu(tiny):
+    cfg, _ = tiny
+    assert auto_stack(cfg, "cuda", 500) == GPU_STACK and auto_stack(cfg, "cuda:1", 5) == 5
+    assert auto_stack(cfg, "cpu", 500) == 1
+    assert auto_stack(replace(cfg, kernels="cpp"), "cuda", 500) == 1
+    assert auto_stack(load_config("celebahq", tiny=True), "cuda", 500) == 1
 
 
 def test_heldout_masks_are_distinct_fixed_size_and_prefix_stable():
@@ -110,6 +139,10 @@ def test_worker_runs_a_job_file_resumably_and_refuses_edited_files(tiny, tmp_pat
     assert worker_main([str(path), "--out", str(out)]) == 0  # resumes: only the missing job runs
     records = read_results(out)
     assert sorted(r["job"]["key"] for r in records) == sorted(j.key for j in jobs)
+    # exported again under another code version (new keys): the (stamp, mask, seed) lines still count as done
+    again = [replace(job, key=job_key(cfg, job.mask, job.seed, "v2")) for job in jobs]
+    assert worker_main([str(write_jobs(cfg, again, tmp_path / "again.json")), "--out", str(out)]) == 0
+    assert len(read_results(out)) == len(jobs)
     assert all(np.isfinite(r["utility"]) and r["device"] == "cpu" for r in records)
     payload = json.loads(path.read_text())
     payload["use_case"]["train"]["steps"] = 5

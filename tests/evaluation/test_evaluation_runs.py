@@ -86,6 +86,19 @@ def test_missing_retrainings_are_stated_with_their_cost_and_started_only_when_as
     with pytest.raises(RetrainingNotAsked, match=r"^2 retraining.*the median of 1 logged retrainings"):
         ensure_retrained(tracker, cfg, data, scorer, jobs, retrain=False)
     assert ensure_retrained(tracker, cfg, data, scorer, jobs[:1], retrain=False).keys() >= {jobs[0].key}
+    # held-out jobs a partial fixture lacks are optional: said on stderr, the existing ones returned
+    found = ensure_retrained(tracker, cfg, data, scorer, jobs, retrain=False,
+                             optional=frozenset(job.key for job in jobs[1:]))
+    assert jobs[0].key in found and not {job.key for job in jobs[1:]} & set(found)
+    with pytest.raises(RetrainingNotAsked):  # one missing job that is not optional still stops it
+        ensure_retrained(tracker, cfg, data, scorer, jobs, retrain=False, optional=frozenset({jobs[1].key}))
+
+
+def test_the_cost_of_a_retraining_is_timed_on_a_few_steps_even_inside_the_warm_up(setup):
+    """The digits recipe warms up for 100 of its 2,000 steps: timing 10 of them must shorten the warm-up too."""
+    cfg, data, scorer, jobs = setup
+    long = replace(cfg, train=replace(cfg.train, steps=40, warmup_steps=30))
+    assert groundtruth.time_one(long, data, scorer, jobs[0], steps=3) > 0
 
 
 def test_export_then_ingest_logs_each_job_once_and_refuses_foreign_lines(setup, tmp_path):
@@ -129,6 +142,17 @@ def test_evaluate_chain_reuses_ground_truth_across_methods(tmp_path, monkeypatch
     assert len(_runs_per_key(tracker)[1]) == len(runs)  # no new retraining: the held-out truth is shared
     table = (tmp_path / "b" / "evaluation.csv").read_text()
     assert "own-property" in table and "random" in table
+    reference = pd.read_csv(tmp_path / "b" / "evaluation.csv").set_index("method").loc["seed-to-seed"]
+    assert reference["n_seeds"] == 2 and reference["n_coalitions"] == 4 and np.isfinite(reference["lds"])
+    # two more held-out coalitions asked, none retrained, no --retrain: the LDS stands on the 4 that exist, and says so
+    wider = [*common[:common.index("--count")], "--count", "6", *common[common.index("--count") + 2:]]
+    partial = CliRunner().invoke(main, ["evaluate", "lds", *wider, "--methods", "own-property",
+                                        "--out", str(tmp_path / "c")])
+    assert partial.exit_code == 0, partial.output
+    assert "LDS on 4 held-out coalitions x 2 seed(s) (8 of the 12 retrainings of 6 x 2 asked" in partial.output
+    assert "4 optional retraining(s) (4 heldout-0.50) are not in the store or the fixture" in partial.output
+    assert pd.read_csv(tmp_path / "c" / "evaluation.csv").set_index("method").loc["own-property", "n_coalitions"] == 4
+    assert len(_runs_per_key(tracker)[1]) == len(runs)
     assert (tmp_path / "a" / "scatter" / "lds_scatter_sft-shapley.png").stat().st_size > 0
     first_table = pd.read_csv(tmp_path / "a" / "evaluation.csv").set_index("method")
     assert np.isfinite(first_table.loc["sft-shapley", "lds_all_coalitions"])  # the study's 12 + 2 endpoint runs
