@@ -74,9 +74,9 @@ def models_check(ref: str, seed: int | None, image_path: Path | None) -> None:
     """
     loaded = load_registered(ref)
     seed = loaded.cfg.sampling.seed if seed is None else seed
-    click.echo(json.dumps(seed_properties(loaded.loaded, load_scorer(loaded.cfg), seed), indent=1))
+    click.echo(json.dumps(seed_properties(loaded, load_scorer(loaded.cfg), seed), indent=1))
     if image_path is not None:
-        image = seed_image(loaded.loaded, seed).contiguous()
+        image = seed_image(loaded, seed).contiguous()
         image_path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"image": image}, str(image_path), metadata={"ref": ref, "seed": str(seed)})
         image_grid(image[None], image_path.with_suffix(".png"), nrow=1)

@@ -10,6 +10,7 @@ proxy: ``image_quantities(images) -> (N, k)`` per-image quantities of real image
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from shapflow.config import AssetsConfig, PropertyConfig
 from shapflow.properties.digit_scores import HIGHER_IS_BETTER, DigitsScorer
 
-__all__ = ["FEATURE_PROPERTIES", "PROPERTIES", "Property", "load_property"]
+__all__ = ["FEATURE_PROPERTIES", "FEATURE_REGISTRY", "PROPERTIES", "FeatureProperty", "Property", "load_property"]
 
 
 class Property(Protocol):
@@ -37,9 +38,43 @@ class Property(Protocol):
 
 
 PROPERTIES: dict[str, Callable[[PropertyConfig], Property]] = dict.fromkeys(HIGHER_IS_BETTER, DigitsScorer)
-# Properties on pretrained feature networks (external assets): name -> whether they need reference images.
-FEATURE_PROPERTIES = {"inception_score_v3": False, "fid": True, "neg_log_fid": True, "cluster_entropy": True,
-                      "aesthetic_p90": False}
+
+
+def _cluster_entropy(cfg: PropertyConfig, assets: AssetsConfig, reference: torch.Tensor | None) -> Property:
+    from shapflow.properties.diversity import load_diversity_property  # transformers: only when named
+
+    return load_diversity_property(assets.face_encoder, reference, n_clusters=cfg.n_clusters)
+
+
+def _aesthetic_p90(cfg: PropertyConfig, assets: AssetsConfig, reference: torch.Tensor | None) -> Property:
+    from shapflow.properties.aesthetic import load_aesthetic_property  # transformers: only when named
+
+    return load_aesthetic_property(assets.clip_vit_l14, assets.laion_aesthetic_head, quantile=cfg.quantile)
+
+
+def _inception(cfg: PropertyConfig, assets: AssetsConfig, reference: torch.Tensor | None) -> Property:
+    from shapflow.properties.inception_score import load_inception_property  # the FID Inception: only when named
+
+    name = "inception_score" if cfg.name == "inception_score_v3" else cfg.name
+    return load_inception_property(assets.fid_inception, name=name, reference_images=reference,
+                                   splits=cfg.is_splits, resize_to=cfg.inception_resize)
+
+
+@dataclass(frozen=True)
+class FeatureProperty:
+    """A property on a pretrained feature network (an external asset): whether it needs the contributors' real
+    images as reference, and its loader (property config, assets, reference images or None)."""
+
+    needs_reference: bool
+    load: Callable[[PropertyConfig, AssetsConfig, torch.Tensor | None], Property]
+
+
+# The registry of feature properties: one entry per name, no if-chain beside it.
+FEATURE_REGISTRY: dict[str, FeatureProperty] = {
+    "inception_score_v3": FeatureProperty(False, _inception), "fid": FeatureProperty(True, _inception),
+    "neg_log_fid": FeatureProperty(True, _inception), "cluster_entropy": FeatureProperty(True, _cluster_entropy),
+    "aesthetic_p90": FeatureProperty(False, _aesthetic_p90)}
+FEATURE_PROPERTIES = {name: entry.needs_reference for name, entry in FEATURE_REGISTRY.items()}  # a view of it
 
 
 def load_property(cfg: PropertyConfig, assets: AssetsConfig | None = None,
@@ -50,19 +85,7 @@ def load_property(cfg: PropertyConfig, assets: AssetsConfig | None = None,
     """
     if cfg.name in PROPERTIES:
         return PROPERTIES[cfg.name](cfg)
-    assets = assets or AssetsConfig()
-    if FEATURE_PROPERTIES[cfg.name] and reference_images is None:
+    entry = FEATURE_REGISTRY[cfg.name]
+    if entry.needs_reference and reference_images is None:
         raise ValueError(f"property {cfg.name} needs reference images (the contributors' real images)")
-    if cfg.name == "cluster_entropy":
-        from shapflow.properties.diversity import load_diversity_property
-
-        return load_diversity_property(assets.face_encoder, reference_images, n_clusters=cfg.n_clusters)
-    if cfg.name == "aesthetic_p90":
-        from shapflow.properties.aesthetic import load_aesthetic_property
-
-        return load_aesthetic_property(assets.clip_vit_l14, assets.laion_aesthetic_head, quantile=cfg.quantile)
-    from shapflow.properties.inception_score import load_inception_property
-
-    name = "inception_score" if cfg.name == "inception_score_v3" else cfg.name
-    return load_inception_property(assets.fid_inception, name=name, reference_images=reference_images,
-                                   splits=cfg.is_splits, resize_to=cfg.inception_resize)
+    return entry.load(cfg, assets or AssetsConfig(), reference_images)

@@ -18,7 +18,7 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import mlflow
@@ -26,11 +26,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
-from shapflow.config import REGISTRY_NAME, REGISTRY_NAME_RULE, ConfigError, InputError, UseCaseConfig
+from shapflow.config import REGISTRY_NAME, REGISTRY_NAME_RULE, ConfigError, InputError
 from shapflow.tracking.pyfunc import STAGE_ARTIFACT, log_stage_model
 from shapflow.tracking.store import Tracker, global_tracking_uri, open_tracker, store_lock
 from shapflow.tracking.tags import quoted
-from shapflow.utility import Context, Family, Models
 from shapflow.utility.deploy import LoadedStage, load_stage_folder
 
 __all__ = ["NoSuchModel", "RegisteredModel", "list_versions", "load_registered", "parse_ref", "register_stage",
@@ -156,30 +155,13 @@ def _stage_folder(tracker: Tracker, version: ModelVersion, into: Path) -> Path:
 
 
 @dataclass
-class RegisteredModel:
-    """A loaded model version: name, version, source run, and the loaded stage (use case, family, context,
-    models)."""
+class RegisteredModel(LoadedStage):
+    """A loaded model version: the loaded stage (stage, use case, family, context, models) with its registered
+    name, version and source run."""
 
     name: str
     version: str
     run_id: str
-    loaded: LoadedStage
-
-    @property
-    def cfg(self) -> UseCaseConfig:
-        return self.loaded.cfg
-
-    @property
-    def family(self) -> Family:
-        return self.loaded.family
-
-    @property
-    def ctx(self) -> Context:
-        return self.loaded.ctx
-
-    @property
-    def models(self) -> Models:
-        return self.loaded.models
 
 
 def load_registered(ref: str, into: Path | None = None, uri: str | None = None) -> RegisteredModel:
@@ -192,7 +174,8 @@ def load_registered(ref: str, into: Path | None = None, uri: str | None = None) 
         loaded = load_stage_folder(folder)
         if into is not None:
             shutil.copytree(folder, into, dirs_exist_ok=True)
-    return RegisteredModel(version.name, str(version.version), version.run_id, loaded)
+    stage = {field.name: getattr(loaded, field.name) for field in fields(LoadedStage)}
+    return RegisteredModel(**stage, name=version.name, version=str(version.version), run_id=version.run_id)
 
 
 def list_versions(tracker: Tracker) -> list[tuple[str, str, str, list[str]]]:
