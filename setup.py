@@ -56,7 +56,8 @@ setup(
     version="0.1.0",
     description="Shapley values of data contributors for global properties of diffusion models",
     packages=find_packages(include=["shapflow", "shapflow.*"]),
-    package_data={"shapflow": ["usecases/*.yaml", "evaluation/fixtures/*.json", "evaluation/fixtures/*.jsonl", "attribution/tradeoff/*.json"]},
+    package_data={"shapflow": ["usecases/*.yaml", "evaluation/fixtures/*.json", "evaluation/fixtures/*.jsonl",
+                               "attribution/tradeoff/*.json"]},
     python_requires=">=3.10",
     install_requires=[
         "torch==2.13.0",
