@@ -96,7 +96,7 @@ def test_a_version_of_a_run_folder_registered_before_still_loads(store):
     tracker.call("create_registered_model", "legacy-pruned")
     tracker.call("create_model_version", "legacy-pruned", source=source, run_id=run_id)
     old, new = load_registered("legacy-pruned/1", uri=uri), load_registered(f"{PRUNED}@candidate", uri=uri)
-    assert old.run_id == new.run_id and old.cfg == new.cfg and old.loaded.stage == "finetune"
+    assert old.run_id == new.run_id and old.cfg == new.cfg and old.stage == "finetune"
     assert torch.equal(old.family.images(old.ctx, old.models), new.family.images(new.ctx, new.models))
 
 

@@ -76,4 +76,4 @@ def test_pruned_adapter_is_registered_and_mlflow_samples_one_image_per_seed(artw
     images = [torch.tensor(image, dtype=torch.float32) for image in out["image"]]
     assert len(images) == 2 and images[0].shape == (3, 16, 16) and not torch.equal(*images)
     loaded = load_registered("SMOKE-artworks-pruned@latest", uri=uri)
-    assert loaded.loaded.stage == "finetune" and torch.equal(seed_image(loaded.loaded, 1), images[1])
+    assert loaded.stage == "finetune" and torch.equal(seed_image(loaded, 1), images[1])
