@@ -116,6 +116,7 @@ def table():
             found[int(entry)] = (int(fields[1]), fields[19])
     return found
 known = {}
+ready = False
 while True:
     now = table()
     if watched not in now:
@@ -124,6 +125,9 @@ while True:
     while level:
         level = {pid for pid, (ppid, _) in now.items() if ppid in level and pid != os.getpid()}
         known.update({pid: now[pid][1] for pid in level})
+    if not ready:
+        print("ready", flush=True)
+        ready = True
     time.sleep(poll)
 now = table()
 for pid, started in known.items():
@@ -137,12 +141,18 @@ for pid, started in known.items():
 
 def reap_descendants_on_death(poll: float = 0.5) -> subprocess.Popen | None:
     """Start the reaper of this process's descendants (``_REAPER``): after this process dies, even by SIGKILL,
-    every process it started (directly or not) that is still alive is killed. None where there is no /proc."""
+    every process it started (directly or not) that the reaper saw alive is killed; it scans every ``poll``
+    seconds, so a process that lived less than that before this one died may be missed. Returns once the reaper
+    has made its first scan (its interpreter starts in ~0.1-0.5 s; a process started before then would be missed).
+    None where there is no /proc."""
     if not Path("/proc/self/stat").exists():
         return None
-    return subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), str(poll)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), str(poll)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              start_new_session=True, text=True)
+    reaper.stdout.readline()  # "ready" after its first scan ("" if it died: nothing to wait for)
+    reaper.stdout.close()
+    return reaper
 
 
 def _guarded(parent_pid: int, initializer: Callable | None, initargs: tuple) -> None:

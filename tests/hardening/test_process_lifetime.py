@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 import urllib.request
 
 import psutil
@@ -173,6 +174,7 @@ def test_the_reaper_kills_every_descendant_of_a_sigkilled_process(python, child_
         assert wait_until(lambda: len([p for p in psutil.Process(owner.pid).children(recursive=True)
                                        if p.name() == "sleep"]) == 2, 10)
         tree = [p for p in psutil.Process(owner.pid).children(recursive=True) if p.name() == "sleep"]
+        time.sleep(0.5)  # a few of the reaper's 0.1 s scans: it kills what it saw alive
         owner.kill()
         owner.wait(timeout=10)
         assert wait_until(lambda: all(_gone(p) for p in tree), 10), [p.pid for p in tree if not _gone(p)]
