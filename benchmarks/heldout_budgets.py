@@ -18,11 +18,12 @@ import sys
 from collections.abc import Callable
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from shapflow.attribution import design_rows, masks_of, parse_request, plan
 from shapflow.shapley import estimate
+from shapflow.shapley.lds import lds
 from shapflow.shapley.masks import heldout_masks
+from shapflow.shapley.targets import pairs_separated
 from shapflow.tracking import STAGE_TAG, open_tracker, utilities_table
 
 
@@ -47,12 +48,10 @@ def score(data: np.lib.npyio.NpzFile, prefixes: list[int], proxy: object | None,
     for m in prefixes:
         result = estimator(data["masks"][:m], data["v"][:m], "surrogate-shapley", v0=float(data["v0"]),
                           v1=float(data["v1"]), **({"proxy": proxy} if proxy is not None else {}))
-        lds = 100 * spearmanr(data["check_masks"] @ result.values, data["check_v"]).statistic
-        low, high = result.values - 1.96 * result.std, result.values + 1.96 * result.std
-        i, j = np.triu_indices(len(result.values), 1)
-        pairs = float(np.mean((low[i] > high[j]) | (low[j] > high[i])))
+        held_out = lds(result.values, data["check_masks"], data["check_v"][None]).mean
+        pairs = pairs_separated(result.values, result.std)
         spread = result.values.max() - result.values.min()
-        print(f"m={m:5d} {label + result.method:45s} LDS {lds:5.1f}  pairs {pairs:.3f}  mean std/range "
+        print(f"m={m:5d} {label + result.method:45s} LDS {held_out:5.1f}  pairs {pairs:.3f}  mean std/range "
               f"{result.std.mean() / spread:.3f}", flush=True)
 
 
